@@ -1,0 +1,16 @@
+"""fastmollify: fused gradient-smoothing attributions for PyTorch models.
+
+SmoothGrad, Monte Carlo gradient mollification with five kernels, AdaptGrad, ClipGrad,
+NoiseGrad and FusionGrad, with SmoothGrad-squared, VarGrad and standard-error reductions,
+reproducible noise and memory flat in the sample count. Importing never fails: compiled
+backends that are missing fall back to the pure-PyTorch reference.
+"""
+from . import kernels, noise
+from .explainer import Explainer
+from .methods import adaptgrad, clipgrad, fusiongrad, gradient, mollify, noisegrad, smoothgrad
+from .ops.dispatch import availability
+from .stats import Stats
+
+__version__ = "0.1.0"
+__all__ = ["smoothgrad", "mollify", "adaptgrad", "clipgrad", "noisegrad", "fusiongrad", "gradient", "Explainer",
+           "Stats", "kernels", "noise", "availability"]

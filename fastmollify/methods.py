@@ -1,0 +1,249 @@
+"""The public methods: SmoothGrad, mollification, AdaptGrad, ClipGrad, NoiseGrad, FusionGrad.
+
+Every method takes ``(model, inputs, target=None)`` and these common options:
+
+* ``seed=0``: the noise stream's seed; same seed, same map, whatever the chunking, batch
+  split (``example_offset``: the global index of ``inputs[0]``) or backend.
+* ``chunk_size=None``: samples per forward/backward (None: from free memory, halved and
+  retried on out-of-memory). Memory is set by the chunk, not by ``n``.
+* ``reduce="mean"``: ``"mean"`` (SmoothGrad), ``"sq"`` (SmoothGrad-squared), ``"var"``
+  (VarGrad, population variance as in Captum) or ``"stats"`` (a ``Stats`` with ``mean``,
+  ``var``, ``stderr``, ``n``, ``backend``, ``seed``).
+* ``backend="auto"``: ``"reference"``, ``"cpu"``, ``"cuda"``, ``"triton"`` or auto.
+* ``output="logit"`` or ``"softmax"`` (explain the class probability, as the AdaptGrad
+  paper did); ``additional_forward_args``: extra model arguments (per-example tensors are
+  tiled with the samples); ``abs=False``: average ``|gradient|`` (Captum Saliency's default).
+* ``progress=None``: a progress bar on long runs (None: only on a terminal).
+
+``model`` maps a batch ``[B, ...]`` to ``[B, K]`` scores (``target`` picks one per example) or
+``[B]``. Tuple inputs give tuple results. Parameters' ``requires_grad`` flags, weights,
+buffers and the train/eval mode are as they were after every call, even one that raised.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from . import checks, engine, kernels
+from .ops import ADAPTIVE, FIXED, RANGE
+from .stats import REDUCTIONS
+
+__all__ = ["smoothgrad", "mollify", "adaptgrad", "clipgrad", "noisegrad", "fusiongrad", "gradient",
+           "adaptive_scale", "COMMON_OPTIONS"]
+
+COMMON_OPTIONS = ("seed", "chunk_size", "reduce", "backend", "output", "additional_forward_args",
+                  "example_offset", "abs", "progress")
+
+
+def adaptive_scale(c: float) -> float:
+    """AdaptGrad's ``1 / (sqrt(2) erfinv(c))``: sigma_j = scale * distance to the nearer bound."""
+    checks.open_unit("c", c, " (the probability that a sample stays within the bounds)")
+    return 1.0 / (math.sqrt(2.0) * float(torch.erfinv(torch.tensor(c, dtype=torch.float64))))
+
+
+def _per_input(name: str, value, count: int) -> tuple:
+    if isinstance(value, (tuple, list)) and not (name == "bounds" and _is_pair(value)):
+        if len(value) != count:
+            raise ValueError(f"{name} has {len(value)} entries for {count} inputs: give one per input or one for all")
+        return tuple(value)
+    return (value,) * count
+
+
+def _is_pair(bounds) -> bool:
+    return len(bounds) == 2 and not any(isinstance(b, (tuple, list)) for b in bounds)
+
+
+def _bounds(x: torch.Tensor, bounds, name: str):
+    """``(lo, hi, scalar)``: float32 tensors with 1 or D elements on x's device."""
+    if bounds is None:
+        lo, hi = x.min().float().reshape(1), x.max().float().reshape(1)
+        if not lo < hi:
+            raise ValueError(f"{name} is constant, so its value range is empty: pass bounds=(lo, hi)")
+        return lo, hi, True
+    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+        raise ValueError(f"bounds must be a pair (lo, hi) of numbers or tensors broadcastable to one example, "
+                         f"got {bounds!r}")
+    example = x.shape[1:]
+    ends = []
+    for end_name, end in zip(("lo", "hi"), bounds):
+        t = torch.as_tensor(end, dtype=torch.float32, device=x.device)
+        try:
+            shape = torch.broadcast_shapes(t.shape, example)
+        except RuntimeError:
+            shape = None
+        if shape != example:
+            raise ValueError(f"bounds {end_name} has shape {tuple(t.shape)}, which does not broadcast to one "
+                             f"example of {name} {tuple(example)} (bounds are per element, per channel or scalar)")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"bounds {end_name} must be finite")
+        ends.append(t.reshape(1) if t.numel() == 1 else t.expand(example).reshape(-1).contiguous())
+    lo, hi = ends
+    if not (lo < hi).all():
+        raise ValueError("bounds: lo must be < hi everywhere; pass bounds=(lo, hi) with lo < hi")
+    return lo, hi, lo.numel() == 1 and hi.numel() == 1
+
+
+def _check_within(x: torch.Tensor, lo, hi, name: str) -> None:
+    flat = x.detach().reshape(x.shape[0], -1).float()
+    if not ((flat >= lo) & (flat <= hi)).all():
+        raise ValueError(f"{name} has values outside bounds [lo, hi] (its range is [{float(flat.min()):.4g}, "
+                         f"{float(flat.max()):.4g}]): widen bounds or clamp the inputs into them")
+
+
+def _gaussian_noise(x, k, name, sigma, noise_level, bounds, clip=False):
+    """SmoothGrad/ClipGrad noise: absolute ``sigma`` or ``noise_level * (hi - lo)``."""
+    need_bounds = clip or sigma is None
+    lo = hi = None
+    if need_bounds:
+        lo, hi, scalar = _bounds(x, bounds, name)
+        if clip:
+            _check_within(x, lo, hi, name)
+    gaussian = kernels.get("gaussian")
+    if sigma is not None:
+        return engine.InputNoise(gaussian, checks.positive("sigma", sigma), FIXED, lo, hi, clip)
+    level = checks.positive("noise_level", noise_level)
+    if scalar:
+        return engine.InputNoise(gaussian, level * float(hi - lo), FIXED, lo, hi, clip)
+    return engine.InputNoise(gaussian, level, RANGE, lo, hi, clip)
+
+
+def _weight_indices(model, params) -> list[int]:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError("weight noise needs the model as an nn.Module: its parameters get the noise")
+    all_params = list(model.parameters())
+    if params is None:
+        return [i for i, p in enumerate(all_params) if p.is_floating_point()]
+    names = dict(model.named_parameters())
+    positions = {id(p): i for i, p in enumerate(all_params)}
+    indices = []
+    for item in params:
+        p = names.get(item) if isinstance(item, str) else item
+        if p is None or id(p) not in positions:
+            raise ValueError(f"params entry {item!r} is not a parameter of the model; pass names from "
+                             f"model.named_parameters() or the parameters themselves")
+        indices.append(positions[id(p)])
+    return sorted(set(indices))
+
+
+def _explain(model, inputs, target, noise_for, *, n=1, include_clean=False, weight_draws=0,
+             weight_sigma=0.0, params=None, seed=0, chunk_size=None, reduce="mean", backend="auto",
+             output="logit", additional_forward_args=None, example_offset=0, abs=False, progress=None):
+    checks.model(model)
+    tensors, is_tuple = checks.inputs_tuple(inputs)
+    checks.same_device(model, tensors[0])
+    checks.choice("reduce", reduce, REDUCTIONS)
+    checks.choice("output", output, ("logit", "softmax"))
+    names = [f"inputs[{k}]" if is_tuple else "inputs" for k in range(len(tensors))]
+    noises = None if noise_for is None else [noise_for(x, k, names[k]) for k, x in enumerate(tensors)]
+    extra = additional_forward_args
+    extra = () if extra is None else tuple(extra) if isinstance(extra, (tuple, list)) else (extra,)
+    plan = engine.Plan(
+        noises=noises, n=checks.positive_int("n", n), seed=checks.seed(seed),
+        weight_draws=weight_draws, weight_sigma=weight_sigma,
+        weight_params=_weight_indices(model, params) if weight_draws else None,
+        include_clean=bool(include_clean), abs=bool(abs),
+        chunk_size=None if chunk_size is None else checks.positive_int("chunk_size", chunk_size),
+        backend=backend, example_offset=checks.positive_int("example_offset", example_offset, 0), progress=progress)
+    objective = engine.Objective(model, checks.target(target, tensors[0].shape[0], tensors[0].device), output,
+                                 extra, tensors[0].shape[0])
+    stats = engine.run(objective, tensors, plan)
+    if reduce == "stats":
+        return tuple(stats) if is_tuple else stats[0]
+    maps = tuple(s.reduce(reduce, x.dtype) for s, x in zip(stats, tensors))
+    return maps if is_tuple else maps[0]
+
+
+def gradient(model, inputs, target=None, **options):
+    """The plain input gradient (the n = 1, no-noise case), through the same engine."""
+    return _explain(model, inputs, target, None, **options)
+
+
+def smoothgrad(model, inputs, target=None, *, n: int = 50, noise_level: float = 0.2, sigma=None, bounds=None,
+               **options):
+    """SmoothGrad: the mean gradient over ``n`` Gaussian perturbations ``x + sigma * z``.
+
+    ``sigma`` (absolute; one per input for tuple inputs) wins when given; otherwise
+    ``sigma = noise_level * (hi - lo)`` with ``bounds=(lo, hi)`` scalars or tensors
+    broadcastable to one example (per channel, per element), defaulting to the inputs'
+    min and max.
+    """
+    count = len(inputs) if isinstance(inputs, (tuple, list)) else 1
+    sigmas, all_bounds = _per_input("sigma", sigma, count), _per_input("bounds", bounds, count)
+    return _explain(model, inputs, target,
+                    lambda x, k, name: _gaussian_noise(x, k, name, sigmas[k], noise_level, all_bounds[k]),
+                    n=n, **options)
+
+
+def mollify(model, inputs, target=None, *, kernel="gaussian", eps: Optional[float] = None, r: Optional[float] = None,
+            alpha: float = 0.95, n: int = 50, **options):
+    """Monte Carlo gradient mollification: the mean gradient over ``x + eps * z``, ``z ~ kernel``.
+
+    ``kernel``: 'gaussian', 'poisson', 'hyperbolic', 'sigmoid', 'rectangular' or a registered
+    one. Give ``eps`` (absolute scale), or ``r`` and ``alpha``: eps such that a share alpha of
+    each element's noise lies within +-r (paper 1, eq. 30).
+    """
+    chosen = kernels.get(kernel)
+    if (eps is None) == (r is None):
+        raise ValueError("mollify needs exactly one scale: eps=... (absolute) or r=... (with alpha, default 0.95)")
+    scale = checks.positive("eps", eps) if eps is not None else chosen.eps_from(
+        checks.positive("r", r), checks.open_unit("alpha", alpha, " (the share of noise within +-r)"))
+    return _explain(model, inputs, target, lambda x, k, name: engine.InputNoise(chosen, scale), n=n, **options)
+
+
+def adaptgrad(model, inputs, target=None, *, c: float = 0.95, bounds=None, n: int = 50,
+              include_clean: bool = False, **options):
+    """AdaptGrad: SmoothGrad with a per-element sigma that keeps each sample in range.
+
+    ``sigma_j = min(x_j - lo_j, hi_j - x_j) / (sqrt(2) erfinv(c))`` (the authors' code), so a
+    sample stays in ``[lo, hi]`` with probability at least ``c``; elements on a bound are
+    never perturbed. ``bounds`` default to the inputs' min and max; for ImageNet-normalised
+    inputs the paper used (-2.117904, 2.64). ``include_clean`` adds the clean gradient as one
+    more sample (the authors' loop: the mean of n + 1 gradients).
+    """
+    scale = adaptive_scale(c)
+    count = len(inputs) if isinstance(inputs, (tuple, list)) else 1
+    all_bounds = _per_input("bounds", bounds, count)
+
+    def noise_for(x, k, name):
+        lo, hi, _ = _bounds(x, all_bounds[k], name)
+        _check_within(x, lo, hi, name)
+        return engine.InputNoise(kernels.get("gaussian"), scale, ADAPTIVE, lo, hi)
+
+    return _explain(model, inputs, target, noise_for, n=n, include_clean=include_clean, **options)
+
+
+def clipgrad(model, inputs, target=None, *, noise_level: float = 0.2, sigma=None, bounds=None, n: int = 50,
+             **options):
+    """ClipGrad (the AdaptGrad paper's baseline): SmoothGrad with every sample clamped into bounds."""
+    count = len(inputs) if isinstance(inputs, (tuple, list)) else 1
+    sigmas, all_bounds = _per_input("sigma", sigma, count), _per_input("bounds", bounds, count)
+    return _explain(model, inputs, target,
+                    lambda x, k, name: _gaussian_noise(x, k, name, sigmas[k], noise_level, all_bounds[k], clip=True),
+                    n=n, **options)
+
+
+def noisegrad(model, inputs, target=None, *, m: int = 25, weight_sigma: float = 0.2, params=None, **options):
+    """NoiseGrad: the mean gradient over ``m`` models with weights ``w * (1 + weight_sigma * z)``.
+
+    ``params``: the parameters to perturb (names or tensors; default all). The clean weights
+    are restored bit-exactly after the call, even if it raised or was interrupted.
+    """
+    return _explain(model, inputs, target, None, weight_draws=checks.positive_int("m", m),
+                    weight_sigma=checks.positive("weight_sigma", weight_sigma), params=params, **options)
+
+
+def fusiongrad(model, inputs, target=None, *, m: int = 10, n: int = 10, weight_sigma: float = 0.2,
+               noise_level: float = 0.2, sigma=None, bounds=None, params=None, **options):
+    """FusionGrad (NoiseGrad++): ``m`` weight draws x ``n`` Gaussian input draws each.
+
+    Input noise as in ``smoothgrad`` (the original used an absolute ``sigma=0.4``); weight
+    noise as in ``noisegrad``. The mean is over all ``m * n`` gradients.
+    """
+    count = len(inputs) if isinstance(inputs, (tuple, list)) else 1
+    sigmas, all_bounds = _per_input("sigma", sigma, count), _per_input("bounds", bounds, count)
+    return _explain(model, inputs, target,
+                    lambda x, k, name: _gaussian_noise(x, k, name, sigmas[k], noise_level, all_bounds[k]),
+                    n=n, weight_draws=checks.positive_int("m", m),
+                    weight_sigma=checks.positive("weight_sigma", weight_sigma), params=params, **options)
