@@ -1,0 +1,146 @@
+// The noise stream of fastmollify/noise.py, written once for host and device:
+// Philox words -> exact (v, upper) uniforms -> kernel samples (Box-Muller for the Gaussian,
+// symmetric inverse-CDF magnitudes for the other four built-in kernels).
+//
+// acc_t is float for float32/float16/bfloat16 data and double for float64 data. Constants
+// are rounded to acc_t exactly as PyTorch rounds a Python float scalar against a tensor of
+// dtype acc_t, so the reference backend's arithmetic is reproduced operation by operation;
+// only the transcendental functions (libm on the host, CUDA's libdevice on the GPU,
+// SLEEF in PyTorch's CPU kernels) may differ by an ulp or so.
+#pragma once
+#include <math.h>
+
+#include <cstdint>
+
+#include "macros.h"
+#include "philox.h"
+
+namespace fastmollify {
+namespace core {
+
+enum KernelId : int {
+  kGaussian = 0,
+  kPoisson = 1,
+  kHyperbolic = 2,
+  kSigmoid = 3,
+  kRectangular = 4,
+  kNumBuiltinKernels = 5,
+};
+
+constexpr double kPi = 3.141592653589793;
+
+// Math on acc_t (float or double): one overload set usable on host and device.
+FM_HOST_DEVICE FM_INLINE float fm_log(float x) { return ::logf(x); }
+FM_HOST_DEVICE FM_INLINE double fm_log(double x) { return ::log(x); }
+FM_HOST_DEVICE FM_INLINE float fm_log1p(float x) { return ::log1pf(x); }
+FM_HOST_DEVICE FM_INLINE double fm_log1p(double x) { return ::log1p(x); }
+FM_HOST_DEVICE FM_INLINE float fm_sqrt(float x) { return ::sqrtf(x); }
+FM_HOST_DEVICE FM_INLINE double fm_sqrt(double x) { return ::sqrt(x); }
+FM_HOST_DEVICE FM_INLINE float fm_sin(float x) { return ::sinf(x); }
+FM_HOST_DEVICE FM_INLINE double fm_sin(double x) { return ::sin(x); }
+FM_HOST_DEVICE FM_INLINE float fm_cos(float x) { return ::cosf(x); }
+FM_HOST_DEVICE FM_INLINE double fm_cos(double x) { return ::cos(x); }
+FM_HOST_DEVICE FM_INLINE float fm_tan(float x) { return ::tanf(x); }
+FM_HOST_DEVICE FM_INLINE double fm_tan(double x) { return ::tan(x); }
+
+// Rounded product and sum that the compiler may not fuse into an FMA (nvcc contracts by
+// default; the host build uses -ffp-contract=off). PyTorch rounds each op separately.
+FM_HOST_DEVICE FM_INLINE float fm_mul(float a, float b) {
+#ifdef FM_DEVICE_CODE
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+FM_HOST_DEVICE FM_INLINE double fm_mul(double a, double b) {
+#ifdef FM_DEVICE_CODE
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+FM_HOST_DEVICE FM_INLINE float fm_add(float a, float b) {
+#ifdef FM_DEVICE_CODE
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+FM_HOST_DEVICE FM_INLINE double fm_add(double a, double b) {
+#ifdef FM_DEVICE_CODE
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+// The exact (v, upper) form of u = (k + 1/2) 2^-24, k = word >> 8 (see noise.py):
+// v = min(u, 1 - u) = (min(k, 2^24 - 1 - k) + 1/2) 2^-24, upper = k >= 2^23.
+template <typename acc_t>
+FM_HOST_DEVICE FM_INLINE void symmetric_uniform(uint32_t word, acc_t* v, bool* upper) {
+  const uint32_t k = word >> 8;
+  const bool up = k >= (1u << 23);
+  const uint32_t m = up ? ((1u << 24) - 1u - k) : k;  // < 2^23: exact in float
+  *upper = up;
+  *v = (static_cast<acc_t>(m) + static_cast<acc_t>(0.5)) * static_cast<acc_t>(5.9604644775390625e-08);
+}
+
+// |z| of the lower-tail inverse CDF at v in (0, 1/2] for the non-Gaussian built-ins
+// (kernels.py: Kernel.magnitude).
+template <typename acc_t>
+FM_HOST_DEVICE FM_INLINE acc_t magnitude(int kernel, acc_t v) {
+  switch (kernel) {
+    case kPoisson: {  // Cauchy: cos(pi v) / sin(pi v)
+      const acc_t angle = static_cast<acc_t>(kPi) * v;
+      return fm_cos(angle) / fm_sin(angle);
+    }
+    case kHyperbolic:  // -(2/pi) log(tan((pi/2) v))
+      return static_cast<acc_t>(-(2.0 / kPi)) * fm_log(fm_tan(static_cast<acc_t>(kPi / 2.0) * v));
+    case kSigmoid:  // logistic: log(1 - v) - log(v)
+      return fm_log1p(-v) - fm_log(v);
+    default:  // kRectangular: 1 - 2v (exact)
+      return static_cast<acc_t>(1) - static_cast<acc_t>(2) * v;
+  }
+}
+
+// Box-Muller on one pair (u_a, u_b) in (v, upper) form (noise.box_muller).
+template <typename acc_t>
+FM_HOST_DEVICE FM_INLINE void box_muller(acc_t v_a, bool upper_a, acc_t v_b, bool upper_b, acc_t* z0, acc_t* z1) {
+  const acc_t log_u = upper_a ? fm_log1p(-v_a) : fm_log(v_a);
+  const acc_t radius = fm_sqrt(static_cast<acc_t>(-2) * log_u);
+  const acc_t angle = static_cast<acc_t>(2.0 * kPi) * v_b;
+  const acc_t sin_angle = fm_sin(angle);
+  const acc_t cos_angle = fm_cos(angle);
+  *z0 = radius * cos_angle;
+  *z1 = radius * (upper_b ? -sin_angle : sin_angle);
+}
+
+// The stream's four samples of `kernel` (scale 1) for group `group` of row (sample, example)
+// of `stream`: Philox counter (group, sample, example, stream), key (key0, key1).
+template <typename acc_t>
+FM_HOST_DEVICE FM_INLINE void noise4(int kernel, uint32_t key0, uint32_t key1, uint32_t group, uint32_t sample,
+                                     uint32_t example, uint32_t stream, acc_t z[4]) {
+  uint32_t words[4];
+  philox4x32_10(group, sample, example, stream, key0, key1, words);
+  acc_t v[4];
+  bool upper[4];
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int k = 0; k < 4; ++k) symmetric_uniform<acc_t>(words[k], &v[k], &upper[k]);
+  if (kernel == kGaussian) {
+    box_muller<acc_t>(v[0], upper[0], v[1], upper[1], &z[0], &z[1]);
+    box_muller<acc_t>(v[2], upper[2], v[3], upper[3], &z[2], &z[3]);
+  } else {
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+    for (int k = 0; k < 4; ++k) {
+      const acc_t m = magnitude<acc_t>(kernel, v[k]);
+      z[k] = upper[k] ? m : -m;
+    }
+  }
+}
+
+}  // namespace core
+}  // namespace fastmollify

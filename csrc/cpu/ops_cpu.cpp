@@ -1,0 +1,175 @@
+// CPU backend: OpenMP loops over the shared core (csrc/core), registered for DispatchKey CPU.
+//
+// perturb / perturb_weights: parallel over tasks = (sample, example, block of groups); a task
+// first draws the noise of its block (one Philox call per group of four elements) into a small
+// buffer, then runs a simple element loop that the compiler vectorises.
+// accumulate: parallel over blocks of elements; the running mean/m2 of a block stay in L1
+// while the S gradient rows stream through; the per-sample weight / running-total ratio is
+// hoisted out of the element loop (core::welford_advance, once per sample).
+#include <ATen/Parallel.h>
+#include <omp.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../ops.h"
+
+namespace fastmollify {
+namespace {
+
+constexpr int64_t kBlockGroups = 256;     // perturb: 1024 elements per task
+constexpr int64_t kBlockElements = 1024;  // accumulate: elements per task
+constexpr int64_t kSerialWork = 1 << 14;  // below this many elements, no threads
+
+// Run body(t) for t in [0, tasks) on torch's intra-op thread count.
+template <typename F>
+void parallel_tasks(int64_t tasks, int64_t work, const F& body) {
+  const int threads = work < kSerialWork || tasks < 2 ? 1 : std::max(1, at::get_num_threads());
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t t = 0; t < tasks; ++t) body(t);
+}
+
+template <typename scalar_t, int KERNEL>
+void perturb_impl(const at::Tensor& x, const at::Tensor& out, const float* lo, const float* hi,
+                  const PerturbParams& p) {
+  using acc_t = acc_type_t<scalar_t>;
+  const scalar_t* xs = x.data_ptr<scalar_t>();
+  scalar_t* os = out.data_ptr<scalar_t>();
+  const int64_t S = p.samples, B = p.batch, D = p.numel;
+  const int64_t groups = (D + 3) / 4;
+  const int64_t blocks = (groups + kBlockGroups - 1) / kBlockGroups;
+  const acc_t scale = static_cast<acc_t>(p.scale);
+  const float zero = 0.0f;
+  const float* lo_p = lo ? lo : &zero;
+  const float* hi_p = hi ? hi : &zero;
+  const int64_t lo_stride = lo ? p.lo_stride : 0, hi_stride = hi ? p.hi_stride : 0;
+  parallel_tasks(S * B * blocks, S * B * D, [&](int64_t t) {
+    const int64_t block = t % blocks, row = t / blocks;
+    const int64_t b = row % B, s = row / B;
+    const int64_t g0 = block * kBlockGroups, g1 = std::min(groups, g0 + kBlockGroups);
+    const uint32_t sample = p.sample_start + static_cast<uint32_t>(s);
+    const uint32_t example = p.example_offset + static_cast<uint32_t>(b);
+    acc_t z[4 * kBlockGroups];
+    for (int64_t g = g0; g < g1; ++g)
+      core::noise4<acc_t>(KERNEL, p.key0, p.key1, static_cast<uint32_t>(g), sample, example, p.stream,
+                          z + 4 * (g - g0));
+    const int64_t e0 = 4 * g0, e1 = std::min(D, 4 * g1);
+    const scalar_t* xr = xs + b * D;
+    scalar_t* orow = os + (s * B + b) * D;
+    const int mode = p.sigma_mode;
+    const bool clip = p.clip;
+    for (int64_t e = e0; e < e1; ++e) {
+      const acc_t value = core::perturb_value<acc_t>(mode, clip, scale, static_cast<acc_t>(xr[e]),
+                                                     static_cast<acc_t>(lo_p[e * lo_stride]),
+                                                     static_cast<acc_t>(hi_p[e * hi_stride]), z[e - e0]);
+      orow[e] = static_cast<scalar_t>(value);
+    }
+  });
+}
+
+void perturb_cpu(const at::Tensor& x, const at::Tensor& out, const std::optional<at::Tensor>& lo,
+                 const std::optional<at::Tensor>& hi, int64_t seed_lo, int64_t seed_hi, int64_t stream,
+                 int64_t sample_start, int64_t example_offset, int64_t kernel, double scale, int64_t sigma_mode,
+                 bool clip) {
+  const PerturbParams p = check_perturb(x, out, lo, hi, seed_lo, seed_hi, stream, sample_start, example_offset,
+                                        kernel, scale, sigma_mode, clip);
+  if (out.numel() == 0) return;
+  TORCH_CHECK(x.device().is_cpu(), "fastmollify.perturb (cpu): tensors must be on the CPU");
+  const bool bounded = clip || p.sigma_mode != core::kFixed;
+  const float* lo_p = bounded ? lo->data_ptr<float>() : nullptr;
+  const float* hi_p = bounded ? hi->data_ptr<float>() : nullptr;
+  FM_DISPATCH_DTYPE(x.scalar_type(), "fastmollify.perturb", [&] {
+    dispatch_kernel(p.kernel, [&](auto k) { perturb_impl<scalar_t, decltype(k)::value>(x, out, lo_p, hi_p, p); });
+  });
+}
+
+template <typename grad_t, typename stat_t>
+void accumulate_impl(const at::Tensor& mean, const at::Tensor& m2, const at::Tensor& grads, const float* weights,
+                     const AccumulateParams& p) {
+  using acc_t = std::conditional_t<std::is_same<grad_t, double>::value || std::is_same<stat_t, double>::value,
+                                   double, float>;
+  const int64_t S = p.samples, N = p.numel;
+  // The running total weight after each sample and the ratio w / n: the same for every element.
+  std::vector<acc_t> w(S), ratio(S);
+  acc_t n = static_cast<acc_t>(p.count);
+  for (int64_t s = 0; s < S; ++s) {
+    w[s] = weights ? static_cast<acc_t>(weights[s]) : static_cast<acc_t>(1);
+    ratio[s] = core::welford_advance<acc_t>(&n, w[s]);
+  }
+  stat_t* mp = mean.data_ptr<stat_t>();
+  stat_t* qp = m2.data_ptr<stat_t>();
+  const grad_t* gp = grads.data_ptr<grad_t>();
+  const int64_t blocks = (N + kBlockElements - 1) / kBlockElements;
+  parallel_tasks(blocks, S * N, [&](int64_t t) {
+    const int64_t e0 = t * kBlockElements, len = std::min(N - e0, kBlockElements);
+    acc_t mu[kBlockElements], q[kBlockElements];
+    for (int64_t i = 0; i < len; ++i) {
+      mu[i] = static_cast<acc_t>(mp[e0 + i]);
+      q[i] = static_cast<acc_t>(qp[e0 + i]);
+    }
+    for (int64_t s = 0; s < S; ++s) {
+      if (!(w[s] > static_cast<acc_t>(0))) continue;
+      const acc_t ws = w[s], rs = ratio[s];
+      const grad_t* row = gp + s * N + e0;
+      for (int64_t i = 0; i < len; ++i) core::welford_update<acc_t>(&mu[i], &q[i], static_cast<acc_t>(row[i]), ws, rs);
+    }
+    for (int64_t i = 0; i < len; ++i) {
+      mp[e0 + i] = static_cast<stat_t>(mu[i]);
+      qp[e0 + i] = static_cast<stat_t>(q[i]);
+    }
+  });
+}
+
+void accumulate_cpu(const at::Tensor& mean, const at::Tensor& m2, const at::Tensor& grads,
+                    const std::optional<at::Tensor>& weights, double count) {
+  const AccumulateParams p = check_accumulate(mean, m2, grads, weights, count);
+  if (p.samples == 0 || p.numel == 0) return;
+  TORCH_CHECK(grads.device().is_cpu(), "fastmollify.accumulate (cpu): tensors must be on the CPU");
+  const float* w = (weights.has_value() && weights->defined()) ? weights->data_ptr<float>() : nullptr;
+  FM_DISPATCH_DTYPE(grads.scalar_type(), "fastmollify.accumulate", [&] {
+    using grad_t = scalar_t;
+    if (mean.scalar_type() == c10::kDouble)
+      accumulate_impl<grad_t, double>(mean, m2, grads, w, p);
+    else
+      accumulate_impl<grad_t, float>(mean, m2, grads, w, p);
+  });
+}
+
+template <typename scalar_t>
+void perturb_weights_impl(const at::Tensor& clean, const at::Tensor& out, const WeightParams& p) {
+  using acc_t = acc_type_t<scalar_t>;
+  const scalar_t* cs = clean.data_ptr<scalar_t>();
+  scalar_t* os = out.data_ptr<scalar_t>();
+  const int64_t D = p.numel, groups = (D + 3) / 4;
+  const int64_t blocks = (groups + kBlockGroups - 1) / kBlockGroups;
+  const acc_t sigma = static_cast<acc_t>(p.sigma);
+  parallel_tasks(blocks, D, [&](int64_t t) {
+    const int64_t g0 = t * kBlockGroups, g1 = std::min(groups, g0 + kBlockGroups);
+    acc_t z[4 * kBlockGroups];
+    for (int64_t g = g0; g < g1; ++g)
+      core::noise4<acc_t>(core::kGaussian, p.key0, p.key1, static_cast<uint32_t>(g), p.draw, p.index,
+                          /*stream=*/1u, z + 4 * (g - g0));
+    const int64_t e0 = 4 * g0, e1 = std::min(D, 4 * g1);
+    for (int64_t e = e0; e < e1; ++e)
+      os[e] = static_cast<scalar_t>(core::weight_value<acc_t>(static_cast<acc_t>(cs[e]), sigma, z[e - e0]));
+  });
+}
+
+void perturb_weights_cpu(const at::Tensor& clean, const at::Tensor& out, int64_t seed_lo, int64_t seed_hi,
+                         int64_t draw, int64_t index, double sigma) {
+  const WeightParams p = check_perturb_weights(clean, out, seed_lo, seed_hi, draw, index, sigma);
+  if (p.numel == 0) return;
+  TORCH_CHECK(clean.device().is_cpu(), "fastmollify.perturb_weights (cpu): tensors must be on the CPU");
+  FM_DISPATCH_DTYPE(clean.scalar_type(), "fastmollify.perturb_weights",
+                    [&] { perturb_weights_impl<scalar_t>(clean, out, p); });
+}
+
+}  // namespace
+}  // namespace fastmollify
+
+TORCH_LIBRARY_IMPL(fastmollify, CPU, m) {
+  m.impl("perturb", &fastmollify::perturb_cpu);
+  m.impl("accumulate", &fastmollify::accumulate_cpu);
+  m.impl("perturb_weights", &fastmollify::perturb_weights_cpu);
+}

@@ -1,0 +1,50 @@
+// CUDA backend: argument checks, device guard, and registration for DispatchKey CUDA.
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "launch.h"
+
+namespace fastmollify {
+namespace {
+
+void perturb_cuda(const at::Tensor& x, const at::Tensor& out, const std::optional<at::Tensor>& lo,
+                  const std::optional<at::Tensor>& hi, int64_t seed_lo, int64_t seed_hi, int64_t stream,
+                  int64_t sample_start, int64_t example_offset, int64_t kernel, double scale, int64_t sigma_mode,
+                  bool clip) {
+  const PerturbParams p = check_perturb(x, out, lo, hi, seed_lo, seed_hi, stream, sample_start, example_offset,
+                                        kernel, scale, sigma_mode, clip);
+  TORCH_CHECK(x.is_cuda(), "fastmollify.perturb (cuda): tensors must be on a CUDA device");
+  if (out.numel() == 0) return;
+  const c10::cuda::CUDAGuard guard(x.device());
+  const bool bounded = clip || p.sigma_mode != core::kFixed;
+  cuda::launch_perturb(x, out, bounded ? lo->data_ptr<float>() : nullptr, bounded ? hi->data_ptr<float>() : nullptr,
+                       p);
+}
+
+void accumulate_cuda(const at::Tensor& mean, const at::Tensor& m2, const at::Tensor& grads,
+                     const std::optional<at::Tensor>& weights, double count) {
+  const AccumulateParams p = check_accumulate(mean, m2, grads, weights, count);
+  TORCH_CHECK(grads.is_cuda(), "fastmollify.accumulate (cuda): tensors must be on a CUDA device");
+  if (p.samples == 0 || p.numel == 0) return;
+  const c10::cuda::CUDAGuard guard(grads.device());
+  const bool weighted = weights.has_value() && weights->defined();
+  cuda::launch_accumulate(mean, m2, grads, weighted ? weights->data_ptr<float>() : nullptr, p);
+}
+
+void perturb_weights_cuda(const at::Tensor& clean, const at::Tensor& out, int64_t seed_lo, int64_t seed_hi,
+                          int64_t draw, int64_t index, double sigma) {
+  const WeightParams p = check_perturb_weights(clean, out, seed_lo, seed_hi, draw, index, sigma);
+  TORCH_CHECK(clean.is_cuda(), "fastmollify.perturb_weights (cuda): tensors must be on a CUDA device");
+  if (p.numel == 0) return;
+  const c10::cuda::CUDAGuard guard(clean.device());
+  cuda::launch_perturb_weights(clean, out, p);
+}
+
+}  // namespace
+}  // namespace fastmollify
+
+TORCH_LIBRARY_IMPL(fastmollify, CUDA, m) {
+  m.impl("perturb", &fastmollify::perturb_cuda);
+  m.impl("accumulate", &fastmollify::accumulate_cuda);
+  m.impl("perturb_weights", &fastmollify::perturb_weights_cuda);
+}
