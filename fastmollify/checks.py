@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 
-def inputs_tuple(inputs) -> tuple[tuple[torch.Tensor, ...], bool]:
+def inputs_tuple(inputs, model=None) -> tuple[tuple[torch.Tensor, ...], bool]:
     """The inputs as a tuple of tensors, and whether the caller passed a tuple."""
     is_tuple = isinstance(inputs, (tuple, list))
     tensors = tuple(inputs) if is_tuple else (inputs,)
@@ -23,6 +23,7 @@ def inputs_tuple(inputs) -> tuple[tuple[torch.Tensor, ...], bool]:
             raise TypeError(f"{name} has dtype {x.dtype}; gradients need a floating dtype: pass x.float()")
         if x.dim() == 0 or x.shape[0] == 0:
             raise ValueError(f"{name} must have a non-empty batch dimension first, got shape {tuple(x.shape)}")
+        same_device(model, x)
         if x.numel() and not torch.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or Inf; clean the data (e.g. torch.nan_to_num) first")
         if batch is not None and x.shape[0] != batch:

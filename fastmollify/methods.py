@@ -131,8 +131,7 @@ def _explain(model, inputs, target, noise_for, *, n=1, include_clean=False, weig
              weight_sigma=0.0, params=None, seed=0, chunk_size=None, reduce="mean", backend="auto",
              output="logit", additional_forward_args=None, example_offset=0, abs=False, progress=None):
     checks.model(model)
-    tensors, is_tuple = checks.inputs_tuple(inputs)
-    checks.same_device(model, tensors[0])
+    tensors, is_tuple = checks.inputs_tuple(inputs, model)
     checks.choice("reduce", reduce, REDUCTIONS)
     checks.choice("output", output, ("logit", "softmax"))
     names = [f"inputs[{k}]" if is_tuple else "inputs" for k in range(len(tensors))]

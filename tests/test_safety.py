@@ -1,0 +1,135 @@
+"""Bad input gets a clear error naming the argument; the model is never changed or lost."""
+import pytest
+import torch
+
+import fastmollify as fm
+
+
+def make_model():
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    model[0].weight.requires_grad_(False)  # a mixed set of flags must come back as it was
+    return model.eval()
+
+
+def snapshot(model):
+    return ({k: v.clone() for k, v in model.state_dict().items()}, [p.requires_grad for p in model.parameters()],
+            [m.training for m in model.modules()])
+
+
+def assert_unchanged(model, snap):
+    state, flags, modes = snap
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert [m.training for m in model.modules()] == modes
+
+
+X = torch.rand(4, 6)
+
+BAD_CALLS = [
+    (lambda m: fm.smoothgrad(m, X.long(), 0), TypeError, "floating dtype"),
+    (lambda m: fm.smoothgrad(m, X.masked_fill(X > 0.5, float("nan")), 0), ValueError, "NaN or Inf"),
+    (lambda m: fm.smoothgrad(m, [X], 0, n=0), ValueError, "n must be an integer >= 1"),
+    (lambda m: fm.smoothgrad(m, X, 0, chunk_size=0), ValueError, "chunk_size"),
+    (lambda m: fm.mollify(m, X, 0, eps=0.0), ValueError, "eps must be"),
+    (lambda m: fm.mollify(m, X, 0, eps=-1.0), ValueError, "eps must be"),
+    (lambda m: fm.mollify(m, X, 0), ValueError, "eps=... .* r=..."),
+    (lambda m: fm.mollify(m, X, 0, r=0.1, alpha=1.5), ValueError, "alpha must be"),
+    (lambda m: fm.mollify(m, X, 0, kernel="gauss", eps=0.1), ValueError, "unknown kernel 'gauss'"),
+    (lambda m: fm.adaptgrad(m, X, 0, c=1.0, bounds=(0, 1)), ValueError, "c must be"),
+    (lambda m: fm.adaptgrad(m, X, 0, c=0, bounds=(0, 1)), ValueError, "c must be"),
+    (lambda m: fm.adaptgrad(m, X, 0, bounds=(1, 0)), ValueError, "lo must be < hi"),
+    (lambda m: fm.adaptgrad(m, X, 0, bounds=(0.2, 0.8)), ValueError, "outside bounds"),
+    (lambda m: fm.clipgrad(m, X, 0, bounds=(0.5, 2.0)), ValueError, "outside bounds"),
+    (lambda m: fm.smoothgrad(m, X, 0, bounds=(torch.zeros(5), 1.0)), ValueError, "does not broadcast"),
+    (lambda m: fm.smoothgrad(m, torch.ones(4, 6), 0), ValueError, "constant"),
+    (lambda m: fm.smoothgrad(m, X, 3), ValueError, "target 3 is out of range"),
+    (lambda m: fm.smoothgrad(m, X, -1), ValueError, "target must be >= 0"),
+    (lambda m: fm.smoothgrad(m, X, [0, 1]), ValueError, "2 entries for a batch of 4"),
+    (lambda m: fm.smoothgrad(m, X, 0.5), TypeError, "target"),
+    (lambda m: fm.smoothgrad(m, X), ValueError, "pass target="),
+    (lambda m: fm.smoothgrad(lambda t: m(t)[:, 0], X, 1), ValueError, "pass target=None"),
+    (lambda m: fm.smoothgrad(lambda t: m(t)[:2], X, 0), ValueError, "returned shape"),
+    (lambda m: fm.smoothgrad(lambda t: "no", X, 0), TypeError, "must return a tensor"),
+    (lambda m: fm.smoothgrad(m, X.to("meta"), 0), ValueError, "move one of them"),
+    (lambda m: fm.smoothgrad(m, X, 0, backend="fastest"), ValueError, "unknown backend 'fastest'"),
+    (lambda m: fm.smoothgrad(m, X, 0, reduce="median"), ValueError, "reduce must be one of"),
+    (lambda m: fm.smoothgrad(m, X, 0, output="prob"), ValueError, "output must be one of"),
+    (lambda m: fm.smoothgrad(m, X, 0, seed=-3), ValueError, "seed"),
+    (lambda m: fm.smoothgrad(m, X, 0, noise_level=0), ValueError, "noise_level"),
+    (lambda m: fm.noisegrad(m, X, 0, m=0), ValueError, "m must be"),
+    (lambda m: fm.noisegrad(lambda t: m(t), X, 0), TypeError, "nn.Module"),
+    (lambda m: fm.smoothgrad(m, (X, X[:2]), 0), ValueError, "share the batch size"),
+    (lambda m: fm.smoothgrad(m, X, 0, bogus=1), TypeError, "bogus"),
+    (lambda m: fm.Explainer(m, method="saliency"), ValueError, "unknown method"),
+]
+
+
+@pytest.mark.parametrize("call,error,message", BAD_CALLS)
+def test_bad_input_is_refused_clearly_and_changes_nothing(call, error, message):
+    model = make_model()
+    snap = snapshot(model)
+    with pytest.raises(error, match=message):
+        call(model)
+    assert_unchanged(model, snap)
+
+
+class Exploding(torch.nn.Module):
+    """Raises ``error`` on forward call number ``at``."""
+
+    def __init__(self, at, error):
+        super().__init__()
+        self.net, self.calls, self.at, self.error = make_model(), 0, at, error
+        self.norm = torch.nn.BatchNorm1d(3)
+
+    def forward(self, t):
+        self.calls += 1
+        if self.calls == self.at:
+            raise self.error
+        return self.norm(self.net(t))
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+@pytest.mark.parametrize("method", ["noisegrad", "fusiongrad", "smoothgrad"])
+def test_weights_restored_after_an_error_mid_run(error, method):
+    model = Exploding(at=3, error=error)
+    model.train()  # train mode: the batch-norm buffers would move; they must come back too
+    snap = snapshot(model)
+    with pytest.warns(UserWarning, match="train mode"), pytest.raises(type(error)):
+        getattr(fm, method)(model, X, 0, chunk_size=1, n=5)
+    assert model.calls == 3
+    assert_unchanged(model, snap)
+
+
+def test_weights_restored_after_a_normal_noisegrad_run():
+    model = make_model()
+    snap = snapshot(model)
+    fm.fusiongrad(model, X, 1, m=3, n=2)
+    assert_unchanged(model, snap)
+
+
+def test_out_of_memory_halves_the_chunk_and_gives_the_same_map():
+    base = make_model()
+
+    def tight(t):  # "runs out of memory" above 8 rows, like a GPU would
+        if t.shape[0] > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return base(t)
+
+    expected = fm.smoothgrad(base, X, 1, n=10, chunk_size=2)
+    got = fm.smoothgrad(tight, X, 1, n=10, chunk_size=10)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_an_ordinary_error_is_not_mistaken_for_out_of_memory():
+    def broken(t):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        fm.smoothgrad(broken, X, 1, n=10, chunk_size=10)
+
+
+def test_backend_asked_for_by_name_explains_why_it_cannot_serve():
+    with pytest.raises(RuntimeError, match="backend 'cuda' cannot serve .* on cpu"):
+        fm.smoothgrad(make_model(), X, 0, backend="cuda")
+    assert fm.availability("cpu")["reference"] is None
