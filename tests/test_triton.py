@@ -15,6 +15,8 @@ if not torch.cuda.is_available():  # conftest.py normally did this already, befo
 
 import pytest  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 triton = pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 
@@ -239,6 +241,22 @@ def test_user_kernel_fused(laplace):
     assert abs(noise_only.var().item() - 2.0) < 0.15
 
 
+def test_user_kernel_of_the_other_jit_kind():
+    """A triton_inverse_cdf decorated under the other TRITON_INTERPRET setting is re-wrapped."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    other = triton.runtime.JITFunction if backend._interpreting() else InterpretedFunction
+    kernel = kernels.register("laplace_other_kind", density=_laplace_density, inverse_cdf=_laplace_inverse_cdf,
+                              triton_inverse_cdf=other(_laplace_triton.fn), replace=True)
+    try:
+        x = torch.randn(2, 12, device=DEVICE)
+        out, expected = _perturb_both(x, 2, seed=SEED, stream=0, sample_start=0, example_offset=0,
+                                      kernel="laplace_other_kind", scale=0.5, sigma_mode=FIXED, clip=False)
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    finally:
+        kernels.unregister("laplace_other_kind")
+
+
 def test_user_kernel_without_triton_function():
     kernel = kernels.register("laplace_torch_only", density=_laplace_density, inverse_cdf=_laplace_inverse_cdf,
                               replace=True)
@@ -307,8 +325,14 @@ def test_reason_float64():
 
 def test_reason_cpu_without_interpreter(monkeypatch):
     monkeypatch.setattr(backend, "_interpreting", lambda: False)
+    monkeypatch.setattr(backend, "_mode_mismatch", lambda: False)
     reason = backend.unavailable(torch.device("cpu"), torch.float32, kernels.get("gaussian"))
     assert "TRITON_INTERPRET=1" in reason and "CUDA" in reason
+
+
+def test_reason_mode_mismatch(monkeypatch):
+    monkeypatch.setattr(backend, "_mode_mismatch", lambda: True)
+    assert "TRITON_INTERPRET changed" in backend.unavailable(torch.device(DEVICE), torch.float32, kernels.get("gaussian"))
 
 
 def test_reason_triton_not_importable():
@@ -318,7 +342,55 @@ def test_reason_triton_not_importable():
             "print(t.unavailable(torch.device('cuda'), torch.float32, fastmollify.kernels.get('gaussian')))\n"
             "print(dispatch.select('auto', 'cpu', torch.float32).name)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TRITON_INTERPRET": "1"})
+                            env={**os.environ, "TRITON_INTERPRET": "1"}, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("triton is not importable") and lines[1] != "triton"
+
+
+_COMPILE_CHECK = r"""
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from fastmollify.ops import triton as backend
+
+@triton.jit
+def laplace(u):
+    d = u - 0.5
+    return tl.where(d > 0, -1.0, 1.0) * tl.log(1.0 - 2.0 * tl.abs(d))
+
+target = GPUTarget("cuda", 90, 32)
+signature = {"x_ptr": "*fp32", "out_ptr": "*fp32", "lo_ptr": "*fp32", "hi_ptr": "*fp32", "key_lo": "i32",
+             "key_hi": "i64", "stream": "i32", "sample_start": "i64", "example_offset": "i32", "scale": "fp32",
+             "B": "i32", "D": "i32"}
+cases = [(0, backend._no_inverse_cdf, 0, False, False, False, "fp32"), (0, backend._no_inverse_cdf, 2, True, True, False, "bf16"),
+         (1, backend._no_inverse_cdf, 1, False, True, False, "fp16"), (2, backend._no_inverse_cdf, 0, False, False, False, "fp32"),
+         (3, backend._no_inverse_cdf, 0, True, False, False, "fp32"), (4, backend._no_inverse_cdf, 0, False, False, False, "fp32"),
+         (-1, laplace, 0, False, False, False, "fp32"), (0, backend._no_inverse_cdf, 0, False, False, True, "fp32")]
+for kernel, inverse_cdf, mode, clip, per_element, multiply, dtype in cases:
+    sig = dict(signature, x_ptr="*" + dtype, out_ptr="*" + dtype)
+    constants = dict(KERNEL=kernel, INV_CDF=inverse_cdf, SIGMA_MODE=mode, CLIP=clip, BOUNDS_PER_ELEMENT=per_element,
+                     MULTIPLY=multiply, BLOCK=1024)
+    sig.update({name: "constexpr" for name in constants})
+    ptx = triton.compile(ASTSource(backend._perturb_kernel_jit, sig, constants), target=target).asm["ptx"]
+    assert ".approx" not in ptx, "a fast approximation slipped into the perturb kernel"
+sig = {"mean_ptr": "*fp32", "m2_ptr": "*fp32", "grads_ptr": "*bf16", "weights_ptr": "*fp32", "ratios_ptr": "*fp32",
+       "S": "i32", "M": "i32", "BLOCK": "constexpr"}
+triton.compile(ASTSource(backend._accumulate_kernel_jit, sig, {"BLOCK": 1024}), target=target)
+print("compiled")
+"""
+
+
+def test_gpu_code_compiles_for_sm90(tmp_path):
+    """The compiled (non-interpreter) kernels build for an H100 (sm_90), GPU or not (ptxas ships with triton)."""
+    try:
+        from triton.backends.nvidia.compiler import CUDABackend  # noqa: F401
+    except Exception as error:
+        pytest.skip(f"triton has no NVIDIA backend here ({error})")
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    script = tmp_path / "compile_check.py"  # a file: @triton.jit reads the source of what it decorates
+    script.write_text(_COMPILE_CHECK)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env,
+                            cwd=ROOT)
+    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]

@@ -17,8 +17,6 @@ implementations, so ``torch.compile`` traces calls to them.
 
 Importing this module never fails: when ``triton`` cannot be imported, ``unavailable`` says why.
 """
-import os
-
 import torch
 
 from .. import kernels
@@ -45,8 +43,35 @@ def _interpreting() -> bool:
     return triton is not None and type(_perturb_kernel_jit).__name__ == "InterpretedFunction"
 
 
+def _mode_mismatch() -> bool:
+    """Whether triton.language was imported interpreted and these kernels compiled, or the reverse."""
+    return _interpreting() != (type(tl.philox).__name__ == "InterpretedFunction")
+
+
 def _is_jit_function(fn) -> bool:
-    return triton is not None and isinstance(fn, triton.runtime.KernelInterface) and hasattr(fn, "fn")
+    return triton is not None and isinstance(fn, triton.runtime.KernelInterface) and callable(getattr(fn, "fn", None))
+
+
+_FUSABLE: dict = {}
+
+
+def _fusable(fn):
+    """``fn`` as the kind of jit function this module's kernels are (interpreted or compiled).
+
+    A function decorated before TRITON_INTERPRET=1 was set (or after it was unset) is re-wrapped,
+    so a user kernel works whichever way its module was imported.
+    """
+    interpreted = type(fn).__name__ == "InterpretedFunction"
+    if interpreted == _interpreting():
+        return fn
+    key = (fn.fn, _interpreting())
+    if key not in _FUSABLE:
+        if _interpreting():
+            from triton.runtime.interpreter import InterpretedFunction
+            _FUSABLE[key] = InterpretedFunction(fn.fn)
+        else:
+            _FUSABLE[key] = triton.runtime.JITFunction(fn.fn)
+    return _FUSABLE[key]
 
 
 def unavailable(device: torch.device, dtype: torch.dtype, kernel: kernels.Kernel):
@@ -54,6 +79,9 @@ def unavailable(device: torch.device, dtype: torch.dtype, kernel: kernels.Kernel
     if _IMPORT_ERROR is not None:
         return _IMPORT_ERROR
     device = torch.device(device)
+    if _mode_mismatch():
+        return ("TRITON_INTERPRET changed between the first `import triton` and the import of "
+                "fastmollify.ops.triton; set it (or not) before triton is first imported")
     if not _interpreting():
         if device.type != "cuda":
             return ("Triton runs on CUDA tensors; set TRITON_INTERPRET=1 before importing triton "
@@ -76,9 +104,6 @@ def unavailable(device: torch.device, dtype: torch.dtype, kernel: kernels.Kernel
 # Kernels
 # ----------------------------------------------------------------------------------------------
 if triton is not None:
-    _INTERPRET = bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs") else \
-        os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
-
     @triton.jit
     def _log(x):
         """Natural log of positive normal float32 (Cephes logf: frexp, degree-9 polynomial)."""
@@ -278,7 +303,6 @@ if triton is not None:
             restore_value=["mean_ptr", "m2_ptr"],  # benchmarking must not merge a chunk twice
         )(_accumulate_kernel)
 else:
-    _INTERPRET = False
     _perturb_kernel_jit = _accumulate_kernel_jit = None
 
 
@@ -297,7 +321,7 @@ def _launch_perturb(x, out, lo, hi, seed_lo, seed_hi, stream, sample_start, exam
     if kernel_id < len(_BUILTIN_IDS):
         kernel_const, inverse_cdf = kernel_id, _no_inverse_cdf
     else:
-        kernel_const, inverse_cdf = _USER, kernels.by_id(kernel_id).triton_inverse_cdf
+        kernel_const, inverse_cdf = _USER, _fusable(kernels.by_id(kernel_id).triton_inverse_cdf)
     bounds = lo is not None
     if not bounds:
         lo = hi = x
