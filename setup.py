@@ -95,12 +95,16 @@ def _extensions():
                 if any(source.endswith(".cu") for source in ext.sources):
                     _say(f"WARNING: building the CUDA part failed ({error!r}); retrying with the CPU part only")
                     cpu = make(cuda=False)
-                    # keep the flags torch's BuildExtension added to the original (ABI, extension name)
+                    # Turn this (already set-up) extension into the CPU-only one, keeping the flags
+                    # torch's BuildExtension added to it (C++ ABI, extension name).
                     added = [flag for flag in ext.extra_compile_args.get("cxx", []) if flag.startswith("-D")
                              and "FASTMOLLIFY_WITH_CUDA" not in flag and flag not in cpu.extra_compile_args["cxx"]]
-                    cpu.extra_compile_args["cxx"] += added
+                    for attribute in ("sources", "include_dirs", "library_dirs", "libraries", "runtime_library_dirs",
+                                      "define_macros", "extra_link_args"):
+                        setattr(ext, attribute, getattr(cpu, attribute))
+                    ext.extra_compile_args = {"cxx": cpu.extra_compile_args["cxx"] + added}
                     try:
-                        return super().build_extension(cpu)
+                        return super().build_extension(ext)
                     except Exception as second:  # noqa: BLE001
                         traceback.print_exc()
                         error = second

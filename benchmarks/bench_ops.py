@@ -1,0 +1,229 @@
+"""Op bandwidth: each backend's perturb / accumulate / perturb_weights against a plain copy.
+
+Throughput is counted in GB/s of the traffic no implementation can avoid:
+* perturb: read x ``[B, D]`` once + write out ``[S, B, D]``;
+* accumulate: read grads ``[S, B, D]`` + read and write the float32 mean and m2 ``[B, D]``;
+* perturb_weights: read the clean weights + write the perturbed ones (``B * D`` elements).
+The yardstick is the machine's copy bandwidth: ``torch`` ``copy_`` moving the same number of
+bytes (half read, half written), timed the same way. ``fraction_of_copy`` = op GB/s / copy GB/s.
+
+Every backend that can serve the device is timed (``dispatch.why_not`` says which; Triton only
+on a GPU: its CPU interpreter is a test tool). Timing: warm-up calls, then the median of
+repeated calls (CUDA-synchronised on a GPU).
+
+    python benchmarks/bench_ops.py                     # small size on the CPU (or the GPU if any)
+    python benchmarks/bench_ops.py --size imagenet     # B=64, D=3x224x224, S=8
+    python benchmarks/bench_ops.py --quick             # tiny smoke run, writes nothing
+
+Results: ``benchmarks/results/ops_<device>.json`` (rows of device, backend, op, dtype, B, D, S,
+median_s, GBps, copy_GBps, fraction_of_copy, ...; rows of other sizes are kept) and a bar plot
+``ops_<device>.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from fastmollify import kernels
+from fastmollify.ops import FIXED, dispatch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = {  # name: (B, D, S)
+    "quick": (2, 1000, 2),
+    "small": (8, 3 * 32 * 32, 8),
+    "imagenet": (64, 3 * 224 * 224, 8),
+}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+OPS = ("perturb", "accumulate", "perturb_weights")
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device, warmup: int, repeats: int, budget_s: float) -> tuple[float, int]:
+    """Median seconds of ``fn()`` after ``warmup`` calls; fewer repeats (>= 3) past ``budget_s``."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    start_all = time.perf_counter()
+    while len(times) < repeats:
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+        if len(times) >= 3 and time.perf_counter() - start_all > budget_s:
+            break
+    return statistics.median(times), len(times)
+
+
+def traffic_bytes(op: str, B: int, D: int, S: int, dtype: torch.dtype) -> int:
+    size = torch.tensor([], dtype=dtype).element_size()
+    if op == "perturb":
+        return B * D * size + S * B * D * size
+    if op == "accumulate":
+        return S * B * D * size + 2 * 2 * B * D * 4
+    return 2 * B * D * size  # perturb_weights
+
+
+def copy_bandwidth(nbytes: int, device, warmup: int, repeats: int) -> float:
+    """GB/s of ``dst.copy_(src)`` moving ``nbytes`` in all (``nbytes / 2`` read and written)."""
+    half = max(1, nbytes // 2)
+    src = torch.empty(half, dtype=torch.uint8, device=device).random_(0, 255)
+    dst = torch.empty_like(src)
+    seconds, _ = time_call(lambda: dst.copy_(src), device, warmup, max(repeats, 5), budget_s=5.0)
+    return 2 * half / seconds / 1e9
+
+
+def make_call(backend, op: str, B: int, D: int, S: int, dtype, device, kernel: str):
+    if op == "perturb":
+        x = torch.randn(B, D, dtype=dtype, device=device)
+        out = torch.empty(S, B, D, dtype=dtype, device=device)
+        kwargs = dict(seed=2**40 + 3, stream=0, sample_start=0, example_offset=0, kernel=kernels.get(kernel).id,
+                      scale=0.15, sigma_mode=FIXED, clip=False)
+        return lambda: backend.perturb(x, out, None, None, **kwargs)
+    if op == "accumulate":
+        grads = torch.randn(S, B, D, dtype=dtype, device=device)
+        mean = torch.zeros(B, D, dtype=torch.float32, device=device)
+        m2 = torch.zeros_like(mean)
+        return lambda: backend.accumulate(mean, m2, grads, None, 8.0)
+    clean = torch.randn(B * D, dtype=dtype, device=device)
+    out = torch.empty_like(clean)
+    return lambda: backend.perturb_weights(clean, out, seed=2**40 + 3, draw=1, index=7, sigma=0.05)
+
+
+def device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def backends_for(device, dtype, kernel) -> tuple[list[str], dict[str, str]]:
+    chosen, skipped = [], {}
+    for name in dispatch.NAMES:
+        if name == "triton" and device.type != "cuda":
+            skipped[name] = "timed on a GPU only (its CPU interpreter is a test tool)"
+            continue
+        reason = dispatch.why_not(name, device, dtype, kernel)
+        if reason is None:
+            chosen.append(name)
+        else:
+            skipped[name] = reason
+    return chosen, skipped
+
+
+def plot(rows, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backends = [b for b in dispatch.NAMES if any(r["backend"] == b for r in rows)]
+    ops = [op for op in OPS if any(r["op"] == op for r in rows)]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / (len(backends) + 1)
+    for i, name in enumerate(backends + ["copy"]):
+        values = []
+        for op in ops:
+            match = [r for r in rows if r["op"] == op and (name == "copy" or r["backend"] == name)]
+            values.append((match[0]["copy_GBps"] if name == "copy" else match[0]["GBps"]) if match else 0.0)
+        xs = [j + (i - len(backends) / 2) * width for j in range(len(ops))]
+        bars = ax.bar(xs, values, width, label=name if name != "copy" else "copy_ (same bytes)",
+                      color="lightgray" if name == "copy" else None, edgecolor="gray" if name == "copy" else None)
+        for bar, value in zip(bars, values):
+            if value:
+                ax.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
+                            fontsize=7)
+    ax.set_xticks(range(len(ops)), ops)
+    ax.set_yscale("log")
+    ax.set_ylabel("GB/s of unavoidable traffic (log)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=("small", "imagenet"), default="small")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run; writes no results unless --out")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--dtype", default="float32", help="comma list of " + ", ".join(DTYPES))
+    parser.add_argument("--kernel", default="gaussian", choices=kernels.BUILTIN)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=20.0, help="seconds per measurement before cutting repeats")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    B, D, S = SIZES["quick" if args.quick else args.size]
+    repeats, warmup = (2, 1) if args.quick else (args.repeats, args.warmup)
+    rows = []
+    for dtype_name in args.dtype.split(","):
+        dtype = DTYPES[dtype_name.strip()]
+        names, skipped = backends_for(device, dtype, args.kernel)
+        for name, reason in skipped.items():
+            print(f"# {name}: not timed ({reason})")
+        for op in OPS:
+            nbytes = traffic_bytes(op, B, D, S, dtype)
+            copy_gbps = copy_bandwidth(nbytes, device, warmup, repeats)
+            for name in names:
+                call = make_call(dispatch.load(name), op, B, D, S, dtype, device, args.kernel)
+                seconds, done = time_call(call, device, warmup, repeats, args.budget)
+                gbps = nbytes / seconds / 1e9
+                rows.append(dict(device=device.type, device_name=device_name(device), backend=name, op=op,
+                                 dtype=dtype_name.strip(), kernel=args.kernel, B=B, D=D, S=S, bytes=nbytes,
+                                 median_s=seconds, repeats=done, GBps=gbps, copy_GBps=copy_gbps,
+                                 fraction_of_copy=gbps / copy_gbps, torch=torch.__version__))
+                print(f"{device.type:4s} {name:9s} {op:15s} {dtype_name:8s} B={B} D={D} S={S}: "
+                      f"{seconds * 1e3:9.2f} ms  {gbps:8.3f} GB/s  ({gbps / copy_gbps:6.1%} of copy "
+                      f"{copy_gbps:.2f} GB/s)", flush=True)
+        for op in OPS:
+            by = {r["backend"]: r for r in rows if r["op"] == op and r["dtype"] == dtype_name.strip()}
+            if "reference" in by:
+                for name, row in by.items():
+                    if name != "reference":
+                        print(f"# {op}: {name} is {by['reference']['median_s'] / row['median_s']:.1f}x the reference")
+
+    if args.quick and args.out is None:
+        return 0
+    folder = args.out or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ops_{device.type}.json"
+    keep = []
+    if path.exists():  # keep rows of other configurations
+        new_keys = {(r["backend"], r["op"], r["dtype"], r["B"], r["D"], r["S"]) for r in rows}
+        keep = [r for r in json.loads(path.read_text())
+                if (r["backend"], r["op"], r["dtype"], r["B"], r["D"], r["S"]) not in new_keys]
+    path.write_text(json.dumps(keep + rows, indent=1) + "\n")
+    first = rows[0] if rows else {}
+    plot([r for r in rows if r["dtype"] == args.dtype.split(",")[0].strip()], folder / f"ops_{device.type}.png",
+         f"fastmollify ops, {first.get('device_name', device.type)}\n"
+         f"{first.get('dtype')}, {args.kernel}, B={B} D={D} S={S} (median of {repeats})")
+    print(f"# wrote {path} and {path.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
