@@ -164,11 +164,12 @@ def test_perturb_is_chunk_and_batch_invariant():
     assert torch.equal(part, whole[3:5, 2:])
 
 
-def test_perturb_large_indices():
-    """Counter words at their limits (sample 2**32 - 1, example >= 2**31) and a seed >= 2**63."""
+@pytest.mark.parametrize("samples,sample_start,example_offset", [(1, 2**32 - 1, 2**31 + 5), (4, 2**31 - 2, 2**31 - 1)])
+def test_perturb_large_indices(samples, sample_start, example_offset):
+    """Counter words at their limits and across 2**31, and a seed >= 2**63."""
     x = torch.randn(2, 9, device=DEVICE)
-    out, expected = _perturb_both(x, 1, seed=2**64 - 3, stream=1, sample_start=2**32 - 1,
-                                  example_offset=2**31 + 5, kernel="rectangular", scale=1.0,
+    out, expected = _perturb_both(x, samples, seed=2**64 - 3, stream=1, sample_start=sample_start,
+                                  example_offset=example_offset, kernel="rectangular", scale=1.0,
                                   sigma_mode=FIXED, clip=False)
     assert torch.equal(out, expected)  # 1 - 2v and one multiply-add: exact
 

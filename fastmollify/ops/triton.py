@@ -103,206 +103,220 @@ def unavailable(device: torch.device, dtype: torch.dtype, kernel: kernels.Kernel
 # ----------------------------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------------------------
+def _version_tuple(version):
+    return tuple(int("".join(c for c in part if c.isdigit()) or 0) for part in version.split(".")[:2])
+
+
+if triton is not None and _version_tuple(triton.__version__) < (3, 0):
+    _IMPORT_ERROR = f"triton {triton.__version__} is too old (the kernels need triton >= 3.0)"
+    triton = tl = None
+
 if triton is not None:
-    @triton.jit
-    def _log(x):
-        """Natural log of positive normal float32 (Cephes logf: frexp, degree-9 polynomial)."""
-        bits = x.to(tl.int32, bitcast=True)
-        e = (bits >> 23) - 126
-        m = ((bits & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)  # [1/2, 1)
-        small = m < 0.70710677
-        e = tl.where(small, e - 1, e)
-        f = tl.where(small, m + m, m) - 1.0
-        z = f * f
-        p = 7.0376836292e-2
-        p = p * f - 1.1514610310e-1
-        p = p * f + 1.1676998740e-1
-        p = p * f - 1.2420140846e-1
-        p = p * f + 1.4249322787e-1
-        p = p * f - 1.6668057665e-1
-        p = p * f + 2.0000714765e-1
-        p = p * f - 2.4999993993e-1
-        p = p * f + 3.3333331174e-1
-        y = p * f * z
-        fe = e.to(tl.float32)
-        y = y - 2.12194440e-4 * fe
-        y = y - 0.5 * z
-        return (f + y) + 0.693359375 * fe
+    try:
+        @triton.jit
+        def _log(x):
+            """Natural log of positive normal float32 (Cephes logf: frexp, degree-9 polynomial)."""
+            bits = x.to(tl.int32, bitcast=True)
+            e = (bits >> 23) - 126
+            m = ((bits & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)  # [1/2, 1)
+            small = m < 0.70710677
+            e = tl.where(small, e - 1, e)
+            f = tl.where(small, m + m, m) - 1.0
+            z = f * f
+            p = 7.0376836292e-2
+            p = p * f - 1.1514610310e-1
+            p = p * f + 1.1676998740e-1
+            p = p * f - 1.2420140846e-1
+            p = p * f + 1.4249322787e-1
+            p = p * f - 1.6668057665e-1
+            p = p * f + 2.0000714765e-1
+            p = p * f - 2.4999993993e-1
+            p = p * f + 3.3333331174e-1
+            y = p * f * z
+            fe = e.to(tl.float32)
+            y = y - 2.12194440e-4 * fe
+            y = y - 0.5 * z
+            return (f + y) + 0.693359375 * fe
 
-    @triton.jit
-    def _log1m(v):
-        """log1p(-v) for v in (0, 1/2]: log(1 - v) corrected for the rounding of 1 - v."""
-        u = 1.0 - v
-        d = u - 1.0  # exact
-        safe = tl.where(d == 0.0, -1.0, d)
-        return tl.where(d == 0.0, -v, _log(u) * tl.div_rn(-v, safe))
+        @triton.jit
+        def _log1m(v):
+            """log1p(-v) for v in (0, 1/2]: log(1 - v) corrected for the rounding of 1 - v."""
+            u = 1.0 - v
+            d = u - 1.0  # exact
+            safe = tl.where(d == 0.0, -1.0, d)
+            return tl.where(d == 0.0, -v, _log(u) * tl.div_rn(-v, safe))
 
-    @triton.jit
-    def _sincos(a):
-        """sin(a), cos(a) for float32 a in [0, 4] (Cephes sinf/cosf, reduction by pi/2)."""
-        q = tl.floor(a * 0.63661975 + 0.5)
-        r = ((a - q * 1.5703125) - q * 4.837512969970703125e-4) - q * 7.54978995489188216e-8
-        z = r * r
-        s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r
-        c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z \
-            - 0.5 * z + 1.0
-        qi = q.to(tl.int32)
-        sin = tl.where(qi == 0, s, tl.where(qi == 1, c, tl.where(qi == 2, -s, -c)))
-        cos = tl.where(qi == 0, c, tl.where(qi == 1, -s, tl.where(qi == 2, -c, s)))
-        return sin, cos
+        @triton.jit
+        def _sincos(a):
+            """sin(a), cos(a) for float32 a in [0, 4] (Cephes sinf/cosf, reduction by pi/2)."""
+            q = tl.floor(a * 0.63661975 + 0.5)
+            r = ((a - q * 1.5703125) - q * 4.837512969970703125e-4) - q * 7.54978995489188216e-8
+            z = r * r
+            s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r
+            c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z \
+                - 0.5 * z + 1.0
+            qi = q.to(tl.int32)
+            sin = tl.where(qi == 0, s, tl.where(qi == 1, c, tl.where(qi == 2, -s, -c)))
+            cos = tl.where(qi == 0, c, tl.where(qi == 1, -s, tl.where(qi == 2, -c, s)))
+            return sin, cos
 
-    @triton.jit
-    def _uniform(o):
-        """The exact (v, upper) form of a 32-bit word's uniform (noise.symmetric_uniform)."""
-        k = (o >> 8).to(tl.int32)
-        upper = k >= 8388608
-        v = (tl.where(upper, 16777215 - k, k).to(tl.float32) + 0.5) * 5.9604644775390625e-08
-        return v, upper
+        @triton.jit
+        def _uniform(o):
+            """The exact (v, upper) form of a 32-bit word's uniform (noise.symmetric_uniform)."""
+            k = (o >> 8).to(tl.int32)
+            upper = k >= 8388608
+            v = (tl.where(upper, 16777215 - k, k).to(tl.float32) + 0.5) * 5.9604644775390625e-08
+            return v, upper
 
-    @triton.jit
-    def _user_uniform(o):
-        """The float32 uniform a user kernel receives (noise.user_uniform)."""
-        k = (o >> 8).to(tl.int32)
-        return (k.to(tl.float32) + tl.where(k < 8388608, 0.5, 0.0)) * 5.9604644775390625e-08
+        @triton.jit
+        def _user_uniform(o):
+            """The float32 uniform a user kernel receives (noise.user_uniform)."""
+            k = (o >> 8).to(tl.int32)
+            return (k.to(tl.float32) + tl.where(k < 8388608, 0.5, 0.0)) * 5.9604644775390625e-08
 
-    @triton.jit
-    def _box_muller(oa, ob):
-        va, ua = _uniform(oa)
-        vb, ub = _uniform(ob)
-        log_u = tl.where(ua, _log1m(va), _log(va))
-        radius = tl.sqrt_rn(-2.0 * log_u)
-        sin, cos = _sincos(6.283185307179586 * vb)
-        return radius * cos, tl.where(ub, -(radius * sin), radius * sin)
+        @triton.jit
+        def _box_muller(oa, ob):
+            va, ua = _uniform(oa)
+            vb, ub = _uniform(ob)
+            log_u = tl.where(ua, _log1m(va), _log(va))
+            radius = tl.sqrt_rn(-2.0 * log_u)
+            sin, cos = _sincos(6.283185307179586 * vb)
+            return radius * cos, tl.where(ub, -(radius * sin), radius * sin)
 
-    @triton.jit
-    def _symmetric(o, KERNEL: tl.constexpr):
-        """A built-in kernel's sample: +-magnitude(v) (kernels.py)."""
-        v, upper = _uniform(o)
-        if KERNEL == 1:  # poisson (Cauchy): cos(pi v) / sin(pi v)
-            sin, cos = _sincos(3.141592653589793 * v)
-            g = tl.div_rn(cos, sin)
-        elif KERNEL == 2:  # hyperbolic secant: -(2/pi) log(tan((pi/2) v))
-            sin, cos = _sincos(1.5707963267948966 * v)
-            g = -0.6366197723675814 * _log(tl.div_rn(sin, cos))
-        elif KERNEL == 3:  # logistic: log1p(-v) - log(v)
-            g = _log1m(v) - _log(v)
-        else:  # rectangular: 1 - 2 v
-            g = 1.0 - 2.0 * v
-        return tl.where(upper, g, -g)
+        @triton.jit
+        def _symmetric(o, KERNEL: tl.constexpr):
+            """A built-in kernel's sample: +-magnitude(v) (kernels.py)."""
+            v, upper = _uniform(o)
+            if KERNEL == 1:  # poisson (Cauchy): cos(pi v) / sin(pi v)
+                sin, cos = _sincos(3.141592653589793 * v)
+                g = tl.div_rn(cos, sin)
+            elif KERNEL == 2:  # hyperbolic secant: -(2/pi) log(tan((pi/2) v))
+                sin, cos = _sincos(1.5707963267948966 * v)
+                g = -0.6366197723675814 * _log(tl.div_rn(sin, cos))
+            elif KERNEL == 3:  # logistic: log1p(-v) - log(v)
+                g = _log1m(v) - _log(v)
+            else:  # rectangular: 1 - 2 v
+                g = 1.0 - 2.0 * v
+            return tl.where(upper, g, -g)
 
-    @triton.jit
-    def _no_inverse_cdf(u):
-        return u
+        @triton.jit
+        def _no_inverse_cdf(u):
+            return u
 
-    @triton.jit
-    def _philox_words(key_lo, key_hi, group, sample, example, stream, G: tl.constexpr):
-        """Philox4x32-10 with key (key_lo, key_hi) and counters (group, sample, example, stream)."""
-        seed = (tl.to_tensor(key_hi).to(tl.uint64) << 32) | tl.to_tensor(key_lo).to(tl.uint64)
-        zero = tl.zeros([G], dtype=tl.uint32)
-        return tl.philox(seed, group.to(tl.uint32), zero + tl.to_tensor(sample).to(tl.uint32),
-                         zero + tl.to_tensor(example).to(tl.uint32), zero + tl.to_tensor(stream).to(tl.uint32))
+        @triton.jit
+        def _philox_words(key_lo, key_hi, group, sample, example, stream, G: tl.constexpr):
+            """Philox4x32-10 with key (key_lo, key_hi) and counters (group, sample, example, stream)."""
+            seed = (tl.to_tensor(key_hi).to(tl.uint64) << 32) | tl.to_tensor(key_lo).to(tl.uint64)
+            zero = tl.zeros([G], dtype=tl.uint32)
+            return tl.philox(seed, group.to(tl.uint32), zero + tl.to_tensor(sample).to(tl.uint32),
+                             zero + tl.to_tensor(example).to(tl.uint32), zero + tl.to_tensor(stream).to(tl.uint32))
 
-    @triton.jit
-    def _noise_block(key_lo, key_hi, group, sample, example, stream, KERNEL: tl.constexpr,
-                     INV_CDF: tl.constexpr, G: tl.constexpr):
-        """The stream's samples for the G groups ``group`` (4 G elements, in element order)."""
-        o0, o1, o2, o3 = _philox_words(key_lo, key_hi, group, sample, example, stream, G)
-        if KERNEL == 0:
-            z0, z1 = _box_muller(o0, o1)
-            z2, z3 = _box_muller(o2, o3)
-        elif KERNEL == -1:
-            z0 = INV_CDF(_user_uniform(o0)).to(tl.float32)
-            z1 = INV_CDF(_user_uniform(o1)).to(tl.float32)
-            z2 = INV_CDF(_user_uniform(o2)).to(tl.float32)
-            z3 = INV_CDF(_user_uniform(o3)).to(tl.float32)
-        else:
-            z0 = _symmetric(o0, KERNEL)
-            z1 = _symmetric(o1, KERNEL)
-            z2 = _symmetric(o2, KERNEL)
-            z3 = _symmetric(o3, KERNEL)
-        return tl.reshape(tl.join(tl.join(z0, z2), tl.join(z1, z3)), [4 * G])
-
-    @triton.jit(do_not_specialize=["key_lo", "key_hi", "stream", "sample_start", "example_offset", "scale"])
-    def _perturb_kernel(x_ptr, out_ptr, lo_ptr, hi_ptr, key_lo, key_hi, stream, sample_start, example_offset,
-                        scale, B, D, KERNEL: tl.constexpr, INV_CDF: tl.constexpr, SIGMA_MODE: tl.constexpr,
-                        CLIP: tl.constexpr, BOUNDS_PER_ELEMENT: tl.constexpr, MULTIPLY: tl.constexpr,
-                        BLOCK: tl.constexpr):
-        """out[s, b, j] = x[b, j] + sigma_j z (or x (1 + scale z) with MULTIPLY); one program = BLOCK of a row."""
-        G: tl.constexpr = BLOCK // 4
-        pid = tl.program_id(0)
-        blocks = tl.cdiv(D, BLOCK)
-        row = pid // blocks
-        block = pid - row * blocks
-        s = row // B
-        b = row - s * B
-        group = block * G + tl.arange(0, G)
-        j = block * BLOCK + tl.arange(0, BLOCK)
-        mask = j < D
-        x = tl.load(x_ptr + b.to(tl.int64) * D + j, mask=mask, other=0.0).to(tl.float32)
-        z = _noise_block(key_lo, key_hi, group, sample_start + s, example_offset + b, stream, KERNEL, INV_CDF, G)
-        if MULTIPLY:
-            y = x * (1.0 + scale * z)
-        else:
-            if SIGMA_MODE != 0 or CLIP:
-                if BOUNDS_PER_ELEMENT:
-                    lo = tl.load(lo_ptr + j, mask=mask, other=0.0)
-                    hi = tl.load(hi_ptr + j, mask=mask, other=0.0)
-                else:
-                    lo = tl.load(lo_ptr)
-                    hi = tl.load(hi_ptr)
-            if SIGMA_MODE == 0:
-                y = x + scale * z
-            elif SIGMA_MODE == 1:
-                y = x + ((hi - lo) * scale) * z
+        @triton.jit
+        def _noise_block(key_lo, key_hi, group, sample, example, stream, KERNEL: tl.constexpr,
+                         INV_CDF: tl.constexpr, G: tl.constexpr):
+            """The stream's samples for the G groups ``group`` (4 G elements, in element order)."""
+            o0, o1, o2, o3 = _philox_words(key_lo, key_hi, group, sample, example, stream, G)
+            if KERNEL == 0:
+                z0, z1 = _box_muller(o0, o1)
+                z2, z3 = _box_muller(o2, o3)
+            elif KERNEL == -1:
+                z0 = INV_CDF(_user_uniform(o0)).to(tl.float32)
+                z1 = INV_CDF(_user_uniform(o1)).to(tl.float32)
+                z2 = INV_CDF(_user_uniform(o2)).to(tl.float32)
+                z3 = INV_CDF(_user_uniform(o3)).to(tl.float32)
             else:
-                y = x + (tl.minimum(x - lo, hi - x) * scale) * z
-            if CLIP:
-                y = tl.minimum(tl.maximum(y, lo), hi)
-        tl.store(out_ptr + row.to(tl.int64) * D + j, y.to(out_ptr.dtype.element_ty), mask=mask)
+                z0 = _symmetric(o0, KERNEL)
+                z1 = _symmetric(o1, KERNEL)
+                z2 = _symmetric(o2, KERNEL)
+                z3 = _symmetric(o3, KERNEL)
+            return tl.reshape(tl.join(tl.join(z0, z2), tl.join(z1, z3)), [4 * G])
 
-    @triton.jit
-    def _accumulate_kernel(mean_ptr, m2_ptr, grads_ptr, weights_ptr, ratios_ptr, S, M, BLOCK: tl.constexpr):
-        """Weighted Welford/West update of one BLOCK of the running statistics over the S samples."""
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < M
-        mean = tl.load(mean_ptr + offs, mask=mask, other=0.0)
-        m2 = tl.load(m2_ptr + offs, mask=mask, other=0.0)
-        grads = grads_ptr + offs
-        for s in range(S):
-            w = tl.load(weights_ptr + s)
-            if w > 0.0:
-                ratio = tl.load(ratios_ptr + s)  # w / (weight merged so far, this sample included)
-                g = tl.load(grads, mask=mask, other=0.0).to(tl.float32)
-                delta = g - mean
-                mean = mean + ratio * delta
-                m2 = m2 + w * delta * (g - mean)
-            grads += M  # pointer arithmetic: no 32-bit overflow of s * M
-        tl.store(mean_ptr + offs, mean, mask=mask)
-        tl.store(m2_ptr + offs, m2, mask=mask)
+        @triton.jit(do_not_specialize=["key_lo", "key_hi", "stream", "sample_start", "example_offset", "scale"])
+        def _perturb_kernel(x_ptr, out_ptr, lo_ptr, hi_ptr, key_lo, key_hi, stream, sample_start, example_offset,
+                            scale, B, D, KERNEL: tl.constexpr, INV_CDF: tl.constexpr, SIGMA_MODE: tl.constexpr,
+                            CLIP: tl.constexpr, BOUNDS_PER_ELEMENT: tl.constexpr, MULTIPLY: tl.constexpr,
+                            BLOCK: tl.constexpr):
+            """out[s, b, j] = x[b, j] + sigma_j z (or x (1 + scale z) with MULTIPLY); one program = BLOCK of a row."""
+            G: tl.constexpr = BLOCK // 4
+            pid = tl.program_id(0)
+            blocks = tl.cdiv(D, BLOCK)
+            row = pid // blocks
+            block = pid - row * blocks
+            s = row // B
+            b = row - s * B
+            group = block * G + tl.arange(0, G)
+            j = block * BLOCK + tl.arange(0, BLOCK)
+            mask = j < D
+            x = tl.load(x_ptr + b.to(tl.int64) * D + j, mask=mask, other=0.0).to(tl.float32)
+            z = _noise_block(key_lo, key_hi, group, sample_start + s, example_offset + b, stream, KERNEL, INV_CDF, G)
+            if MULTIPLY:
+                y = x * (1.0 + scale * z)
+            else:
+                if SIGMA_MODE != 0 or CLIP:
+                    if BOUNDS_PER_ELEMENT:
+                        lo = tl.load(lo_ptr + j, mask=mask, other=0.0)
+                        hi = tl.load(hi_ptr + j, mask=mask, other=0.0)
+                    else:
+                        lo = tl.load(lo_ptr)
+                        hi = tl.load(hi_ptr)
+                if SIGMA_MODE == 0:
+                    y = x + scale * z
+                elif SIGMA_MODE == 1:
+                    y = x + ((hi - lo) * scale) * z
+                else:
+                    y = x + (tl.minimum(x - lo, hi - x) * scale) * z
+                if CLIP:
+                    y = tl.minimum(tl.maximum(y, lo), hi)
+            tl.store(out_ptr + row.to(tl.int64) * D + j, y.to(out_ptr.dtype.element_ty), mask=mask)
 
-    _perturb_kernel_jit = _perturb_kernel
-    _accumulate_kernel_jit = _accumulate_kernel
+        @triton.jit
+        def _accumulate_kernel(mean_ptr, m2_ptr, grads_ptr, weights_ptr, ratios_ptr, S, M, BLOCK: tl.constexpr):
+            """Weighted Welford/West update of one BLOCK of the running statistics over the S samples."""
+            offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+            mask = offs < M
+            mean = tl.load(mean_ptr + offs, mask=mask, other=0.0)
+            m2 = tl.load(m2_ptr + offs, mask=mask, other=0.0)
+            grads = grads_ptr + offs
+            for s in range(S):
+                w = tl.load(weights_ptr + s)
+                if w > 0.0:
+                    ratio = tl.load(ratios_ptr + s)  # w / (weight merged so far, this sample included)
+                    g = tl.load(grads, mask=mask, other=0.0).to(tl.float32)
+                    delta = g - mean
+                    mean = mean + ratio * delta
+                    m2 = m2 + w * delta * (g - mean)
+                grads += M  # pointer arithmetic: no 32-bit overflow of s * M
+            tl.store(mean_ptr + offs, mean, mask=mask)
+            tl.store(m2_ptr + offs, m2, mask=mask)
 
-    if not _interpreting():  # on the GPU: autotune the block size (the interpreter runs one fixed config)
-        def _prune_perturb(configs, named_args, **kwargs):
-            width = max(int(named_args["D"]), 1)
-            kept = [c for c in configs if c.kwargs["BLOCK"] <= max(256, triton.next_power_of_2(width))]
-            return kept or configs[:1]
+        _perturb_kernel_jit = _perturb_kernel
+        _accumulate_kernel_jit = _accumulate_kernel
 
-        _perturb_kernel = triton.autotune(
-            configs=[triton.Config({"BLOCK": 256}, num_warps=2), triton.Config({"BLOCK": 512}, num_warps=4),
-                     triton.Config({"BLOCK": 1024}, num_warps=4), triton.Config({"BLOCK": 1024}, num_warps=8),
-                     triton.Config({"BLOCK": 2048}, num_warps=8), triton.Config({"BLOCK": 4096}, num_warps=8)],
-            key=["D", "KERNEL", "SIGMA_MODE", "CLIP", "MULTIPLY"],
-            prune_configs_by={"early_config_prune": _prune_perturb},
-        )(_perturb_kernel)
-        _accumulate_kernel = triton.autotune(
-            configs=[triton.Config({"BLOCK": 512}, num_warps=4), triton.Config({"BLOCK": 1024}, num_warps=4),
-                     triton.Config({"BLOCK": 2048}, num_warps=8)],
-            key=["M"],
-            restore_value=["mean_ptr", "m2_ptr"],  # benchmarking must not merge a chunk twice
-        )(_accumulate_kernel)
-else:
+        if not _interpreting():  # on the GPU: autotune the block size (the interpreter runs one fixed config)
+            def _prune_perturb(configs, named_args, **kwargs):
+                width = max(int(named_args["D"]), 1)
+                kept = [c for c in configs if c.kwargs["BLOCK"] <= max(256, triton.next_power_of_2(width))]
+                return kept or configs[:1]
+
+            _perturb_kernel = triton.autotune(
+                configs=[triton.Config({"BLOCK": 256}, num_warps=2), triton.Config({"BLOCK": 512}, num_warps=4),
+                         triton.Config({"BLOCK": 1024}, num_warps=4), triton.Config({"BLOCK": 1024}, num_warps=8),
+                         triton.Config({"BLOCK": 2048}, num_warps=8), triton.Config({"BLOCK": 4096}, num_warps=8)],
+                key=["D", "KERNEL", "SIGMA_MODE", "CLIP", "MULTIPLY"],
+                prune_configs_by={"early_config_prune": _prune_perturb},
+            )(_perturb_kernel)
+            _accumulate_kernel = triton.autotune(
+                configs=[triton.Config({"BLOCK": 512}, num_warps=4), triton.Config({"BLOCK": 1024}, num_warps=4),
+                         triton.Config({"BLOCK": 2048}, num_warps=8)],
+                key=["M"],
+                restore_value=["mean_ptr", "m2_ptr"],  # benchmarking must not merge a chunk twice
+            )(_accumulate_kernel)
+    except Exception as _error:  # a triton whose API differs: decline rather than break the import
+        _IMPORT_ERROR = (f"the Triton kernels could not be defined with triton {triton.__version__} "
+                         f"({type(_error).__name__}: {_error})")
+        triton = tl = None
+
+if triton is None:
     _perturb_kernel_jit = _accumulate_kernel_jit = None
 
 
