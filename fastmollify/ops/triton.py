@@ -332,10 +332,11 @@ def _launch_perturb(x, out, lo, hi, seed_lo, seed_hi, stream, sample_start, exam
     rows = out.numel() // width if width else 0
     if rows == 0 or width == 0:
         return
-    if kernel_id < len(_BUILTIN_IDS):
-        kernel_const, inverse_cdf = kernel_id, _no_inverse_cdf
+    kernel = kernels.by_id(kernel_id)
+    if kernel.builtin:
+        kernel_const, inverse_cdf = _BUILTIN_IDS[kernel.name], _no_inverse_cdf
     else:
-        kernel_const, inverse_cdf = _USER, _fusable(kernels.by_id(kernel_id).triton_inverse_cdf)
+        kernel_const, inverse_cdf = _USER, _fusable(kernel.triton_inverse_cdf)
     bounds = lo is not None
     if not bounds:
         lo = hi = x
