@@ -9,7 +9,9 @@ bytes (half read, half written), timed the same way. ``fraction_of_copy`` = op G
 
 Every backend that can serve the device is timed (``dispatch.why_not`` says which; Triton only
 on a GPU: its CPU interpreter is a test tool). Timing: warm-up calls, then the median of
-repeated calls (CUDA-synchronised on a GPU).
+repeated calls (at least --repeats, and at least --min-time seconds of them; CUDA-synchronised on a GPU).
+The 1-minute load average is recorded with each row: on a shared machine, other work slows
+both the ops and the copy yardstick.
 
     python benchmarks/bench_ops.py                     # small size on the CPU (or the GPU if any)
     python benchmarks/bench_ops.py --size imagenet     # B=64, D=3x224x224, S=8
@@ -17,7 +19,8 @@ repeated calls (CUDA-synchronised on a GPU).
 
 Results: ``benchmarks/results/ops_<device>.json`` (rows of device, backend, op, dtype, B, D, S,
 median_s, GBps, copy_GBps, fraction_of_copy, ...; rows of other sizes are kept) and a bar plot
-``ops_<device>.png``.
+``ops_<device>.png`` of every size in it. On a CPU the small size is cache-resident, so its copy
+yardstick is a cache bandwidth; the imagenet size measures DRAM.
 """
 from __future__ import annotations
 
@@ -50,19 +53,27 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_call(fn, device, warmup: int, repeats: int, budget_s: float) -> tuple[float, int]:
-    """Median seconds of ``fn()`` after ``warmup`` calls; fewer repeats (>= 3) past ``budget_s``."""
+def time_call(fn, device, warmup: int, repeats: int, budget_s: float, min_s: float = 0.5) -> tuple[float, int]:
+    """Median seconds of ``fn()`` after ``warmup`` calls.
+
+    At least ``repeats`` timed calls, and more (up to 2000) until ``min_s`` has passed, so that
+    the median of short calls is not at the mercy of a burst of load on a shared machine;
+    fewer (but at least 3) once ``budget_s`` has passed.
+    """
     for _ in range(warmup):
         fn()
     _sync(device)
     times = []
     start_all = time.perf_counter()
-    while len(times) < repeats:
+    while True:
         start = time.perf_counter()
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-        if len(times) >= 3 and time.perf_counter() - start_all > budget_s:
+        elapsed = time.perf_counter() - start_all
+        if len(times) >= 3 and elapsed > budget_s:
+            break
+        if len(times) >= repeats and (elapsed > min_s or len(times) >= 2000):
             break
     return statistics.median(times), len(times)
 
@@ -76,12 +87,12 @@ def traffic_bytes(op: str, B: int, D: int, S: int, dtype: torch.dtype) -> int:
     return 2 * B * D * size  # perturb_weights
 
 
-def copy_bandwidth(nbytes: int, device, warmup: int, repeats: int) -> float:
+def copy_bandwidth(nbytes: int, device, warmup: int, repeats: int, min_s: float) -> float:
     """GB/s of ``dst.copy_(src)`` moving ``nbytes`` in all (``nbytes / 2`` read and written)."""
     half = max(1, nbytes // 2)
     src = torch.empty(half, dtype=torch.uint8, device=device).random_(0, 255)
     dst = torch.empty_like(src)
-    seconds, _ = time_call(lambda: dst.copy_(src), device, warmup, max(repeats, 5), budget_s=5.0)
+    seconds, _ = time_call(lambda: dst.copy_(src), device, warmup, max(repeats, 5), 5.0, min_s)
     return 2 * half / seconds / 1e9
 
 
@@ -132,34 +143,41 @@ def backends_for(device, dtype, kernel) -> tuple[list[str], dict[str, str]]:
 
 
 def plot(rows, path: Path, title: str) -> None:
+    """Bars of GB/s per op and backend (and copy_), one panel per (dtype, B, D, S) configuration."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    backends = [b for b in dispatch.NAMES if any(r["backend"] == b for r in rows)]
-    ops = [op for op in OPS if any(r["op"] == op for r in rows)]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    width = 0.8 / (len(backends) + 1)
-    for i, name in enumerate(backends + ["copy"]):
-        values = []
-        for op in ops:
-            match = [r for r in rows if r["op"] == op and (name == "copy" or r["backend"] == name)]
-            values.append((match[0]["copy_GBps"] if name == "copy" else match[0]["GBps"]) if match else 0.0)
-        xs = [j + (i - len(backends) / 2) * width for j in range(len(ops))]
-        bars = ax.bar(xs, values, width, label=name if name != "copy" else "copy_ (same bytes)",
-                      color="lightgray" if name == "copy" else None, edgecolor="gray" if name == "copy" else None)
-        for bar, value in zip(bars, values):
-            if value:
-                ax.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
-                            fontsize=7)
-    ax.set_xticks(range(len(ops)), ops)
-    ax.set_yscale("log")
-    ax.set_ylabel("GB/s of unavoidable traffic (log)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    configs = sorted({(r["dtype"], r["B"], r["D"], r["S"]) for r in rows}, key=lambda c: (c[0], c[1] * c[2] * c[3]))
+    fig, axes = plt.subplots(1, len(configs), figsize=(6.5 * len(configs), 4.5), squeeze=False)
+    for ax, config in zip(axes[0], configs):
+        subset = [r for r in rows if (r["dtype"], r["B"], r["D"], r["S"]) == config]
+        backends = [b for b in dispatch.NAMES if any(r["backend"] == b for r in subset)]
+        ops = [op for op in OPS if any(r["op"] == op for r in subset)]
+        width = 0.8 / (len(backends) + 1)
+        for i, name in enumerate(backends + ["copy"]):
+            values = []
+            for op in ops:
+                match = [r for r in subset if r["op"] == op and (name == "copy" or r["backend"] == name)]
+                values.append((match[0]["copy_GBps"] if name == "copy" else match[0]["GBps"]) if match else 0.0)
+            xs = [j + (i - len(backends) / 2) * width for j in range(len(ops))]
+            bars = ax.bar(xs, values, width, label="copy_ (same bytes)" if name == "copy" else name,
+                          color="lightgray" if name == "copy" else None, edgecolor="gray" if name == "copy" else None)
+            for bar, value in zip(bars, values):
+                if value:
+                    ax.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value), ha="center",
+                                va="bottom", fontsize=7)
+        ax.set_xticks(range(len(ops)), ops)
+        ax.set_yscale("log")
+        top = max([r["GBps"] for r in subset] + [r["copy_GBps"] for r in subset])
+        ax.set_ylim(top=top * 30)  # room for the legend above the bars
+        ax.set_ylabel("GB/s of unavoidable traffic (log)")
+        ax.set_title("%s, B=%d D=%d S=%d" % config, fontsize=9)
+        ax.legend(fontsize=8, loc="upper left", ncol=len(backends) + 1)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -173,12 +191,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per measurement before cutting repeats")
+    parser.add_argument("--min-time", type=float, default=0.5, help="seconds of timed calls per measurement (at least)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     B, D, S = SIZES["quick" if args.quick else args.size]
-    repeats, warmup = (2, 1) if args.quick else (args.repeats, args.warmup)
+    repeats, warmup, min_s = (2, 1, 0.02) if args.quick else (args.repeats, args.warmup, args.min_time)
     rows = []
     for dtype_name in args.dtype.split(","):
         dtype = DTYPES[dtype_name.strip()]
@@ -187,15 +206,16 @@ def main(argv=None) -> int:
             print(f"# {name}: not timed ({reason})")
         for op in OPS:
             nbytes = traffic_bytes(op, B, D, S, dtype)
-            copy_gbps = copy_bandwidth(nbytes, device, warmup, repeats)
+            copy_gbps = copy_bandwidth(nbytes, device, warmup, repeats, min_s)
             for name in names:
                 call = make_call(dispatch.load(name), op, B, D, S, dtype, device, args.kernel)
-                seconds, done = time_call(call, device, warmup, repeats, args.budget)
+                seconds, done = time_call(call, device, warmup, repeats, args.budget, min_s)
                 gbps = nbytes / seconds / 1e9
                 rows.append(dict(device=device.type, device_name=device_name(device), backend=name, op=op,
                                  dtype=dtype_name.strip(), kernel=args.kernel, B=B, D=D, S=S, bytes=nbytes,
                                  median_s=seconds, repeats=done, GBps=gbps, copy_GBps=copy_gbps,
-                                 fraction_of_copy=gbps / copy_gbps, torch=torch.__version__))
+                                 fraction_of_copy=gbps / copy_gbps, torch=torch.__version__,
+                                 load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None))
                 print(f"{device.type:4s} {name:9s} {op:15s} {dtype_name:8s} B={B} D={D} S={S}: "
                       f"{seconds * 1e3:9.2f} ms  {gbps:8.3f} GB/s  ({gbps / copy_gbps:6.1%} of copy "
                       f"{copy_gbps:.2f} GB/s)", flush=True)
@@ -217,10 +237,10 @@ def main(argv=None) -> int:
         keep = [r for r in json.loads(path.read_text())
                 if (r["backend"], r["op"], r["dtype"], r["B"], r["D"], r["S"]) not in new_keys]
     path.write_text(json.dumps(keep + rows, indent=1) + "\n")
-    first = rows[0] if rows else {}
-    plot([r for r in rows if r["dtype"] == args.dtype.split(",")[0].strip()], folder / f"ops_{device.type}.png",
-         f"fastmollify ops, {first.get('device_name', device.type)}\n"
-         f"{first.get('dtype')}, {args.kernel}, B={B} D={D} S={S} (median of {repeats})")
+    everything = [r for r in keep + rows if r.get("kernel", args.kernel) == args.kernel]
+    plot(everything, folder / f"ops_{device.type}.png",
+         f"fastmollify ops ({args.kernel} noise) on {device_name(device)}, torch {torch.__version__}; "
+         f"median of repeats")
     print(f"# wrote {path} and {path.with_suffix('.png')}")
     return 0
 
