@@ -273,12 +273,13 @@ def _agreement(backend, reference, device, kernels, modes) -> list:
                 reference.perturb(x, want, lo, hi, **args)
                 close(f"perturb {kernel_name} mode {mode} clip {clip}", got, want)
     grads = torch.randn(2 * s, b, d, generator=g).to(device)
+    weights = (torch.rand(s, generator=g) + 0.5).to(device)
     states = []
     for ops in (backend, reference):
         mean, m2 = torch.zeros(b, d, device=device), torch.zeros(b, d, device=device)
         try:
             ops.accumulate(mean, m2, grads[:s], None, 0.0)
-            ops.accumulate(mean, m2, grads[s:], torch.rand(s, generator=g).to(device) + 0.5, float(s))
+            ops.accumulate(mean, m2, grads[s:], weights, float(s))
         except Exception as error:
             problems.append(f"accumulate raised {type(error).__name__}: {error}")
             return problems
@@ -371,7 +372,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="output folder (default: docs/evaluation in a source checkout, "
                    "else ./fastmollify-out/evaluation)")
     e.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests, numbers meaningless)")
-    e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the many small batches "
+                   "gain nothing from more, and extra threads lose badly on busy shared cores)")
     e.set_defaults(func=evaluate_cmd)
 
     c = sub.add_parser("check", help="backend availability and agreement with the reference backend",

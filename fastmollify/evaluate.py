@@ -38,10 +38,10 @@ ADAPT_CS = (0.95, 0.99, 0.995, 0.999)
 
 @dataclass
 class Config:
-    shapes_images: int = 96  # localisation / sparseness images (shapes test set)
-    faith_images: int = 48  # insertion / deletion images
+    shapes_images: int = 160  # localisation / sparseness images (shapes test set)
+    faith_images: int = 80  # insertion / deletion images
     faith_steps: int = 16
-    digits_images: int = 150  # consistency / invariance images (digits test split)
+    digits_images: int = 300  # consistency / invariance images (digits test split)
     n: int = 50  # input samples (SmoothGrad, ClipGrad, AdaptGrad, mollification)
     m: int = 25  # NoiseGrad weight draws
     fusion: tuple = (10, 10)  # FusionGrad (m, n)
@@ -211,7 +211,8 @@ def _verdict(diff, se, want_positive: bool) -> str:
     return "inconclusive (within 2 s.e.)"
 
 
-def _claims(p1: dict, p2: dict, sweep: dict) -> list:
+def _claims(p2: dict) -> list:
+    """Paper 2's claims (and two common beliefs about smoothing), each a paired test over images."""
     rows = []
 
     def claim(text, res, a, b, metric, better_higher=None):
@@ -239,14 +240,32 @@ def _claims(p1: dict, p2: dict, sweep: dict) -> list:
     claim("Smoothing (SmoothGrad) localises better than plain Grad", p2, "SmoothGrad", "Grad", "localisation")
     claim("Smoothing (SmoothGrad) is more faithful than plain Grad (insertion)", p2, "SmoothGrad", "Grad",
           "insertion AUC")
-    r = max(float(k.split("r=")[1].rstrip(")")) for k in p1 if "r=" in k) if any("r=" in k for k in p1) else None
-    if r is not None:
+    return rows
+
+
+def _kernel_comparisons(p1: dict) -> list:
+    """Each kernel against the Gaussian at the same (r, alpha): paper 1 compares them (its claims unread)."""
+    rows = []
+    for key in p1:
+        if not key.startswith("gaussian"):
+            continue
+        suffix = key[len("gaussian"):]
         for kernel in KERNELS[1:]:
-            claim(f"Kernel choice matters (paper 1): {kernel} vs gaussian, localisation", p1, f"{kernel} (r={r:g})",
-                  f"gaussian (r={r:g})", "localisation")
+            other = kernel + suffix
+            for metric in ("localisation", "sparseness", "consistency", "invariance"):
+                diff, se = _paired(p1[other][metric], p1[key][metric])
+                verdict = _verdict(diff, se, ARROWS[metric] == "↑")
+                word = {"holds": "better", "inconclusive (within 2 s.e.)": "no difference within 2 s.e.",
+                        "inconclusive": "n/a"}.get(verdict, "worse")
+                rows.append((f"{other} vs {key}", f"{metric}: {diff:+.4f} ± {se:.4f}", word))
+    return rows
+
+
+def _sweep_claims(sweep: dict) -> list:
+    rows = []
     for name, s in sweep.items():
         rows.append((f"Monte Carlo error falls as N^-1/2: {name}", f"log-log slope {s['slope']:.3f}",
-                     "holds" if abs(s["slope"] + 0.5) < 0.1 else "does not hold"))
+                     "holds (within 0.1)" if abs(s["slope"] + 0.5) < 0.1 else "does not hold"))
     if "SmoothGrad" in sweep and "AdaptGrad c=0.95" in sweep:
         a, b = sweep["AdaptGrad c=0.95"]["relative"][-1], sweep["SmoothGrad"]["relative"][-1]
         rows.append(("AdaptGrad is less noisy than SmoothGrad at equal N (relative standard error)",
@@ -340,7 +359,7 @@ def run(out, quick: bool = False, log=print, config: Config | None = None) -> di
     _examples(env, cfg, out)
 
     setting = (f"Settings: shapes test images {cfg.shapes_images} (faithfulness: {cfg.faith_images}, "
-               f"{cfg.faith_steps} steps, softmax score, insertion into a blurred copy, deletion to black), "
+               f"{cfg.faith_steps} steps, softmax score, insertion into and deletion to a black image), "
                f"digits test images {cfg.digits_images}; N = {cfg.n} input samples, NoiseGrad m = {cfg.m}, "
                f"FusionGrad m×n = {cfg.fusion[0]}×{cfg.fusion[1]}, IG {cfg.ig_steps} steps × {cfg.ig_n} inner samples, "
                f"noise level {cfg.noise_level} of the data range, bounds = the data range; model test accuracy: "
@@ -372,15 +391,20 @@ def run(out, quick: bool = False, log=print, config: Config | None = None) -> di
                "N (gradients per image)", "mean standard error", "Monte Carlo standard error vs N (shapes)")
     viz.loglog({k: (s["n"], s["relative"]) for k, s in sweep.items()}, out / "nsweep_relative.png",
                "N (gradients per image)", "mean standard error / mean |map|", "Relative standard error vs N")
-    claims = _claims(p1, p2, sweep)
+    claims = _claims(p2) + _sweep_claims(sweep)
+    kernel_rows = _kernel_comparisons(p1)
     (out / "claims.md").write_text(
         "### The papers' claims on this data\n\n| claim | measured (paired over images) | verdict |\n|---|---|---|\n"
-        + "".join(f"| {c} | {m} | {v} |\n" for c, m, v in claims))
+        + "".join(f"| {c} | {m} | {v} |\n" for c, m, v in claims)
+        + "\n### Kernels against the Gaussian at the same (r, alpha) (paper 1)\n\n"
+        "| comparison | measured (paired over images) | result |\n|---|---|---|\n"
+        + "".join(f"| {c} | {m} | {v} |\n" for c, m, v in kernel_rows))
     results = dict(
         config=asdict(cfg), accuracy=env["acc"], seconds=time.perf_counter() - start,
         paper1={m: {k: float(np.nanmean(v)) for k, v in r.items()} for m, r in p1.items()},
         paper2={m: {k: float(np.nanmean(v)) for k, v in r.items()} for m, r in p2.items()},
-        sweep=sweep, claims=[dict(claim=c, measured=m, verdict=v) for c, m, v in claims])
+        sweep=sweep, claims=[dict(claim=c, measured=m, verdict=v) for c, m, v in claims],
+        kernel_comparisons=[dict(comparison=c, measured=m, result=v) for c, m, v in kernel_rows])
     (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     log(f"evaluation written to {out} in {results['seconds']:.0f} s")
     return results

@@ -244,10 +244,10 @@ def deletion_curve(model, images: torch.Tensor, maps: torch.Tensor, target, *, s
 
 
 def insertion_curve(model, images: torch.Tensor, maps: torch.Tensor, target, *, steps: int = 32,
-                    baseline="blur", output: str = "softmax", batch_size: int = 256,
+                    baseline="zeros", output: str = "softmax", batch_size: int = 256,
                     channel_dim: Optional[int] = 1, abs: bool = True) -> torch.Tensor:
     """``[B, steps+1]``: the target score as the top ``t/steps`` share of pixels is copied from the image into
-    ``baseline`` (default: a blurred copy, as in RISE)."""
+    ``baseline`` (default: a blank, all-zero image, as methods.md says; RISE used 'blur')."""
     return _curve(model, images, maps, target, steps, _baseline(images, baseline), images, output, batch_size,
                   channel_dim, abs)
 
@@ -262,7 +262,7 @@ def auc(curve: torch.Tensor) -> torch.Tensor:
 
 
 def insertion_deletion(model, images: torch.Tensor, maps: torch.Tensor, target, *, steps: int = 32,
-                       insertion_baseline="blur", deletion_baseline="zeros", output: str = "softmax",
+                       insertion_baseline="zeros", deletion_baseline="zeros", output: str = "softmax",
                        batch_size: int = 256, channel_dim: Optional[int] = 1, abs: bool = True) -> dict:
     """``{"insertion": AUC [B] (higher: better), "deletion": AUC [B] (lower: better)}``."""
     common = dict(steps=steps, output=output, batch_size=batch_size, channel_dim=channel_dim, abs=abs)
