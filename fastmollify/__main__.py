@@ -197,7 +197,7 @@ def attribute(args) -> int:
 # --- evaluate / check / bench -------------------------------------------------------------------------
 
 def _default_evaluation_out() -> Path:
-    if (SOURCE_ROOT / ".git").exists() and (SOURCE_ROOT / "docs").is_dir():
+    if (SOURCE_ROOT / "pyproject.toml").is_file():  # a source checkout (not an installed copy)
         return SOURCE_ROOT / "docs" / "evaluation"
     return Path("fastmollify-out") / "evaluation"
 

@@ -180,3 +180,34 @@ def test_bad_inputs_raise_clear_errors():
                                baseline="nope")
     with pytest.raises(TypeError):
         metrics.sparseness(np.ones((2, 3)))
+
+
+# --- the Quantus adapter --------------------------------------------------------------------
+
+def test_quantus_explain_func_inside_a_quantus_metric():
+    captum_attr = pytest.importorskip("captum.attr")
+    from fastmollify.quantus_adapter import quantus_explain_func
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 3)).eval()
+    x = torch.rand(4, 3, 6, 6)
+    y = torch.tensor([0, 1, 2, 0])
+    # the plain gradient through the adapter equals Captum's signed saliency summed over channels
+    ours = quantus_explain_func(model=model, inputs=x.numpy(), targets=y.numpy(), method="gradient")
+    saliency = captum_attr.Saliency(model).attribute(x.clone().requires_grad_(True), target=y, abs=False)
+    assert ours.shape == (4, 1, 6, 6) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, saliency.sum(1, keepdim=True).detach().numpy(), rtol=1e-5, atol=1e-7)
+    # and Quantus accepts it as explain_func: same scores as with the Captum maps passed in
+    metric = _quantus(quantus.Sparseness, abs=True, normalise=False)
+    via_adapter = metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(), explain_func=quantus_explain_func,
+                         explain_func_kwargs={"method": "gradient"}, device="cpu")
+    given = metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(),
+                   a_batch=saliency.sum(1, keepdim=True).detach().numpy(), device="cpu")
+    np.testing.assert_allclose(via_adapter, given, rtol=1e-5)
+    # any method and its options pass through; reduce_axes=() keeps the channels
+    smooth = quantus_explain_func(model, x.numpy(), y.numpy(), method="adaptgrad", n=3, bounds=(0, 1),
+                                  reduce_axes=())
+    assert smooth.shape == (4, 3, 6, 6)
+    with pytest.raises(ValueError, match="unknown method"):
+        quantus_explain_func(model, x.numpy(), y.numpy(), method="nope")
