@@ -302,7 +302,10 @@ def bench(args) -> int:
     if not script.is_file():
         raise CLIError(f"the benchmark suite needs a source checkout: {script} not found")
     sys.argv = [str(script)] + list(args.rest)
-    runpy.run_path(str(script), run_name="__main__")
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as done:  # the suite's own exit status
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     return 0
 
 
@@ -392,7 +395,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     p = parser()
-    args = p.parse_args(argv)
+    args, unknown = p.parse_known_args(argv)
+    if args.command == "bench":  # everything after 'bench' belongs to the suite
+        args.rest = argv[argv.index("bench") + 1:]
+    elif unknown:
+        p.parse_args(argv)  # argparse's usual one-line error for the unknown arguments (exit 2)
     if args.command is None:
         args = p.parse_args(["demo"])
     try:

@@ -144,13 +144,16 @@ def save_overlay(path, image, attribution, signed=None, title=None):
 def loglog(series: dict, path, xlabel: str, ylabel: str, title=None, reference_slope: float | None = -0.5):
     """Log-log lines (``series``: name -> (xs, ys)), with a dashed ``y ~ x^slope`` guide."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for name, (xs, ys) in series.items():
-        ax.loglog(xs, ys, marker="o", markersize=3, label=name)
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    colours = plt.get_cmap("tab20").colors
+    markers = "os^Dv<>px*h"
+    for k, (name, (xs, ys)) in enumerate(series.items()):
+        ax.loglog(xs, ys, marker=markers[k % len(markers)], markersize=3.5, color=colours[(2 * k) % 20 + (k >= 10)],
+                  label=name)
     if reference_slope is not None and series:
         xs, ys = next(iter(series.values()))
         xs = np.asarray(xs, dtype=float)
-        guide = float(ys[0]) * (xs / xs[0]) ** reference_slope
+        guide = float(ys[-1]) * (xs / xs[-1]) ** reference_slope  # anchored at the largest N
         ax.loglog(xs, guide, "k--", linewidth=1, label=f"slope {reference_slope:g}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -160,8 +160,10 @@ def test_bench_runs_the_suite_or_says_it_is_missing(tmp_path, capsys, monkeypatc
     (tmp_path / "benchmarks" / "cpu_suite.py").write_text(
         "import sys, pathlib\npathlib.Path(sys.argv[1]).write_text(' '.join(sys.argv[2:]))\n")
     monkeypatch.setattr(sys, "argv", list(sys.argv))
-    assert cli.main(["bench", str(tmp_path / "ran.txt"), "--quick"]) == 0
-    assert (tmp_path / "ran.txt").read_text() == "--quick"
+    assert cli.main(["bench", str(tmp_path / "ran.txt"), "--quick", "--out", "x"]) == 0
+    assert (tmp_path / "ran.txt").read_text() == "--quick --out x"
+    (tmp_path / "benchmarks" / "cpu_suite.py").write_text("import sys\nsys.exit(3)\n")
+    assert cli.main(["bench"]) == 3  # the suite's exit status is ours
 
 
 def test_evaluate_quick_writes_tables_and_plots(workdir):
