@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import compose, data, methods, metrics, models, viz
+from . import compose, data, kernels, methods, metrics, models, viz
+from .stats import Stats
 
 __all__ = ["Config", "run", "FULL", "QUICK"]
 
@@ -114,8 +115,7 @@ def _maps(spec, model, x, y, bounds, seed, batch: int = 16) -> torch.Tensor:
     out = []
     for i in range(0, len(x), batch):
         result = spec(model, x[i:i + batch], y[i:i + batch], bounds, seed + i)
-        out.append((result.mean if hasattr(result, "mean") and not isinstance(result, torch.Tensor)
-                    else result).detach().float())
+        out.append((result.mean if isinstance(result, Stats) else result).detach().float())
     return torch.cat(out)
 
 
@@ -164,7 +164,10 @@ def _evaluate_method(spec, env, cfg: Config, faithfulness: bool) -> dict:
 
 
 ARROWS = {"sparseness": "↑", "localisation": "↑", "pointing game": "↑", "insertion AUC": "↑", "deletion AUC": "↓",
-          "consistency": "↓", "invariance": "↓"}
+          "consistency": "↓", "invariance": "↓"}  # invariance: methods.md's direction (see INVARIANCE_NOTE)
+INVARIANCE_NOTE = ("Invariance is marked lower-is-better as docs/methods.md defines it; under Kindermans et al.'s "
+                   "input invariance (a model that compensates a constant shift should get the same map) higher "
+                   "would be better, which reverses that column's ranking.")
 
 
 def _fmt(values: np.ndarray) -> str:
@@ -232,7 +235,8 @@ def _claims(p2: dict) -> list:
     claim("Higher c gives a sparser AdaptGrad (c=0.999 vs 0.95)", p2, "AdaptGrad c=0.999", "AdaptGrad c=0.95",
           "sparseness")
     for metric in ("insertion AUC", "deletion AUC", "localisation", "consistency", "invariance"):
-        claim(f"AdaptGrad beats SmoothGrad: {metric}", p2, "AdaptGrad c=0.95", "SmoothGrad", metric)
+        note = " (lower is better, as methods.md defines it)" if metric == "invariance" else ""
+        claim(f"AdaptGrad beats SmoothGrad: {metric}{note}", p2, "AdaptGrad c=0.95", "SmoothGrad", metric)
     claim("AdaptGrad inside IG beats SmoothGrad inside IG: sparseness", p2, "IG + AdaptGrad", "IG + SmoothGrad",
           "sparseness")
     claim("AdaptGrad inside G×I beats SmoothGrad inside G×I: sparseness", p2, "G×I + AdaptGrad", "G×I + SmoothGrad",
@@ -341,7 +345,6 @@ def run(out, quick: bool = False, log=print, config: Config | None = None) -> di
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
     env = _setup(cfg, log)
     p1, p1_seconds = {}, {}
     for name, spec in _paper1_methods(cfg).items():
@@ -364,13 +367,16 @@ def run(out, quick: bool = False, log=print, config: Config | None = None) -> di
                f"FusionGrad m×n = {cfg.fusion[0]}×{cfg.fusion[1]}, IG {cfg.ig_steps} steps × {cfg.ig_n} inner samples, "
                f"noise level {cfg.noise_level} of the data range, bounds = the data range; model test accuracy: "
                + ", ".join(f"{k} {v:.3f}" for k, v in env["acc"].items()) + ". Mean ± standard error over images; "
-               "best in bold. Consistency/invariance: |Spearman ρ| of the absolute maps.\n")
+               "best in bold. Consistency/invariance: |Spearman ρ| of the absolute maps. " + INVARIANCE_NOTE + "\n")
+    eps_line = "eps from (r, alpha): " + "; ".join(
+        f"r = {r}: " + ", ".join(f"{k} {kernels.get(k).eps_from(r, cfg.kernel_alpha):.4g}" for k in KERNELS)
+        for r in cfg.kernel_r) + ".\n\n"
     p1_cols = ["consistency", "invariance", "localisation", "pointing game", "sparseness"]
     p2_cols = ["sparseness", "insertion AUC", "deletion AUC", "consistency", "invariance", "localisation",
                "pointing game"]
     (out / "paper1_kernels.md").write_text(
         f"### Paper 1: the five mollification kernels (eps from (r, alpha = {cfg.kernel_alpha}))\n\n"
-        + _table(p1, p1_cols, p1_seconds) + "\n" + setting)
+        + _table(p1, p1_cols, p1_seconds) + "\n" + eps_line + setting)
     (out / "paper2_methods.md").write_text("### Paper 2: gradient-smoothing methods\n\n"
                                            + _table(p2, p2_cols, p2_seconds) + "\n" + setting)
     ns_lines = ["### Monte Carlo standard error against N (shapes, mean over elements and images)\n",
