@@ -37,7 +37,7 @@ def _tensor(inputs, what: str) -> torch.Tensor:
     return inputs
 
 
-def _stats(result, like: torch.Tensor) -> Stats:
+def _stats(result) -> Stats:
     if isinstance(result, Stats):
         return result
     # a user callable that ignores reduce='stats': its map with no error estimate
@@ -61,7 +61,7 @@ def gradient_x_input(model, inputs, target=None, *, inner="smoothgrad", reduce: 
     """``x * G(x)``, G the inner (smoothed) gradient. Its standard error is ``|x| * stderr(G)``."""
     x = _tensor(inputs, "gradient_x_input")
     _check_reduce(reduce)
-    g = _stats(_inner(inner)(model, x, target, reduce="stats", **inner_options), x)
+    g = _stats(_inner(inner)(model, x, target, reduce="stats", **inner_options))
     xf = x.detach().float()
     return _finish(xf * g.mean, xf**2 * g.stderr**2, g.n, reduce, x.dtype, g)
 
@@ -93,7 +93,7 @@ def integrated_gradients(model, inputs, target=None, *, inner="smoothgrad", step
         t = torch.as_tensor(target, device=x.device)
         if t.numel() == b > 1:  # one target per example: the same for each of its steps
             target = t.reshape(-1).repeat(steps)
-    g = _stats(_inner(inner)(model, path, target, reduce="stats", **inner_options), path)
+    g = _stats(_inner(inner)(model, path, target, reduce="stats", **inner_options))
     mean = g.mean.reshape(steps, *x.shape).mean(0)
     var_of_mean = (g.stderr**2).reshape(steps, *x.shape).sum(0) / steps**2
     diff = (x - x0).detach().float()
