@@ -5,12 +5,15 @@ NoiseGrad and FusionGrad, with SmoothGrad-squared, VarGrad and standard-error re
 reproducible noise and memory flat in the sample count. Importing never fails: compiled
 backends that are missing fall back to the pure-PyTorch reference.
 """
-from . import kernels, noise
+from . import compose, data, kernels, metrics, models, noise, viz
+from .compose import gradient_x_input, integrated_gradients
 from .explainer import Explainer
 from .methods import adaptgrad, clipgrad, fusiongrad, gradient, mollify, noisegrad, smoothgrad
 from .ops.dispatch import availability
+from .quantus_adapter import quantus_explain_func
 from .stats import Stats
 
 __version__ = "0.1.0"
 __all__ = ["smoothgrad", "mollify", "adaptgrad", "clipgrad", "noisegrad", "fusiongrad", "gradient", "Explainer",
-           "Stats", "kernels", "noise", "availability"]
+           "Stats", "integrated_gradients", "gradient_x_input", "quantus_explain_func", "availability",
+           "kernels", "noise", "metrics", "compose", "data", "models", "viz"]
