@@ -53,29 +53,33 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_call(fn, device, warmup: int, repeats: int, budget_s: float, min_s: float = 0.5) -> tuple[float, int]:
-    """Median seconds of ``fn()`` after ``warmup`` calls.
+def time_call(fn, device, warmup: int, repeats: int, budget_s: float, min_s: float = 0.5):
+    """(median seconds, number of timed calls, fastest call) of ``fn()`` after warm-up calls.
 
     At least ``repeats`` timed calls, and more (up to 2000) until ``min_s`` has passed, so that
-    the median of short calls is not at the mercy of a burst of load on a shared machine;
-    fewer (but at least 3) once ``budget_s`` has passed.
+    the median of short calls is not at the mercy of a burst of load on a shared machine.
+    ``budget_s`` bounds slow calls: warm-up stops after a quarter of it, timing after all of it
+    once 3 calls are in (after twice it, whatever the count).
     """
+    start_all = time.perf_counter()
     for _ in range(warmup):
         fn()
-    _sync(device)
+        _sync(device)
+        if time.perf_counter() - start_all > budget_s / 4:
+            break
     times = []
-    start_all = time.perf_counter()
+    start_timed = time.perf_counter()
     while True:
         start = time.perf_counter()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - start)
-        elapsed = time.perf_counter() - start_all
-        if len(times) >= 3 and elapsed > budget_s:
+        now = time.perf_counter()
+        times.append(now - start)
+        if (len(times) >= 3 and now - start_timed > budget_s) or now - start_all > 2 * budget_s:
             break
-        if len(times) >= repeats and (elapsed > min_s or len(times) >= 2000):
+        if len(times) >= repeats and (now - start_timed > min_s or len(times) >= 2000):
             break
-    return statistics.median(times), len(times)
+    return statistics.median(times), len(times), min(times)
 
 
 def traffic_bytes(op: str, B: int, D: int, S: int, dtype: torch.dtype) -> int:
@@ -92,7 +96,7 @@ def copy_bandwidth(nbytes: int, device, warmup: int, repeats: int, min_s: float)
     half = max(1, nbytes // 2)
     src = torch.empty(half, dtype=torch.uint8, device=device).random_(0, 255)
     dst = torch.empty_like(src)
-    seconds, _ = time_call(lambda: dst.copy_(src), device, warmup, max(repeats, 5), 5.0, min_s)
+    seconds, _, _ = time_call(lambda: dst.copy_(src), device, warmup, max(repeats, 5), 5.0, min_s)
     return 2 * half / seconds / 1e9
 
 
@@ -181,6 +185,26 @@ def plot(rows, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _key(row):
+    return row["backend"], row["op"], row["dtype"], row.get("kernel"), row["B"], row["D"], row["S"]
+
+
+def save(rows, folder: Path, device) -> tuple[Path, list]:
+    """Write ``rows`` to ``folder/ops_<device>.json``, keeping the file's rows of other configurations."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ops_{device.type}.json"
+    new_keys = {_key(r) for r in rows}
+    keep = []
+    if path.exists():
+        try:
+            keep = [r for r in json.loads(path.read_text()) if _key(r) not in new_keys]
+        except (ValueError, KeyError, TypeError):
+            keep = []
+    everything = keep + rows
+    path.write_text(json.dumps(everything, indent=1) + "\n")
+    return path, everything
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=("small", "imagenet"), default="small")
@@ -192,9 +216,12 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per measurement before cutting repeats")
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds of timed calls per measurement (at least)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     B, D, S = SIZES["quick" if args.quick else args.size]
     repeats, warmup, min_s = (2, 1, 0.02) if args.quick else (args.repeats, args.warmup, args.min_time)
@@ -209,13 +236,15 @@ def main(argv=None) -> int:
             copy_gbps = copy_bandwidth(nbytes, device, warmup, repeats, min_s)
             for name in names:
                 call = make_call(dispatch.load(name), op, B, D, S, dtype, device, args.kernel)
-                seconds, done = time_call(call, device, warmup, repeats, args.budget, min_s)
+                seconds, done, fastest = time_call(call, device, warmup, repeats, args.budget, min_s)
                 gbps = nbytes / seconds / 1e9
                 rows.append(dict(device=device.type, device_name=device_name(device), backend=name, op=op,
                                  dtype=dtype_name.strip(), kernel=args.kernel, B=B, D=D, S=S, bytes=nbytes,
-                                 median_s=seconds, repeats=done, GBps=gbps, copy_GBps=copy_gbps,
+                                 threads=torch.get_num_threads(), median_s=seconds, min_s=fastest, repeats=done, GBps=gbps, copy_GBps=copy_gbps,
                                  fraction_of_copy=gbps / copy_gbps, torch=torch.__version__,
                                  load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None))
+                if not (args.quick and args.out is None):
+                    save(rows, args.out or RESULTS, device)  # as we go: a run stopped by a timeout keeps its rows
                 print(f"{device.type:4s} {name:9s} {op:15s} {dtype_name:8s} B={B} D={D} S={S}: "
                       f"{seconds * 1e3:9.2f} ms  {gbps:8.3f} GB/s  ({gbps / copy_gbps:6.1%} of copy "
                       f"{copy_gbps:.2f} GB/s)", flush=True)
@@ -228,17 +257,9 @@ def main(argv=None) -> int:
 
     if args.quick and args.out is None:
         return 0
-    folder = args.out or RESULTS
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"ops_{device.type}.json"
-    keep = []
-    if path.exists():  # keep rows of other configurations
-        new_keys = {(r["backend"], r["op"], r["dtype"], r["B"], r["D"], r["S"]) for r in rows}
-        keep = [r for r in json.loads(path.read_text())
-                if (r["backend"], r["op"], r["dtype"], r["B"], r["D"], r["S"]) not in new_keys]
-    path.write_text(json.dumps(keep + rows, indent=1) + "\n")
-    everything = [r for r in keep + rows if r.get("kernel", args.kernel) == args.kernel]
-    plot(everything, folder / f"ops_{device.type}.png",
+    path, everything = save(rows, args.out or RESULTS, device)
+    everything = [r for r in everything if r.get("kernel", args.kernel) == args.kernel]
+    plot(everything, path.with_suffix(".png"),
          f"fastmollify ops ({args.kernel} noise) on {device_name(device)}, torch {torch.__version__}; "
          f"median of repeats")
     print(f"# wrote {path} and {path.with_suffix('.png')}")
