@@ -1,0 +1,302 @@
+"""Summary tables of the benchmark results, and the targets measured (reported, never asserted).
+
+    python -m benchmarks.summary                 # the newest device's results (gpu if present, else cpu)
+    python -m benchmarks.summary --tag cpu --markdown   # markdown, for docs/performance.md
+
+Reads ``results/{scaling,throughput,small}_<tag>.json`` and any ``results/ops_*.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "benchmarks"
+
+from . import common  # noqa: E402
+from .common import INPUT_METHODS, WEIGHT_METHODS  # noqa: E402
+
+SCRIPTS = ("throughput", "small", "scaling")
+PREFERRED = ("cuda", "triton", "cpu", "reference")
+
+
+def load(out: Path, tag: str) -> dict[str, list[dict]]:
+    found = {}
+    for script in SCRIPTS:
+        path = out / f"{script}_{tag}.json"
+        if path.exists():
+            rows = common.read_rows(path)
+            common.attach_ratios(rows)
+            found[script] = rows
+    return found
+
+
+class Table:
+    def __init__(self, title: str, headers: list[str]):
+        self.title, self.headers, self.rows = title, headers, []
+
+    def add(self, *cells) -> None:
+        self.rows.append(["-" if c is None else str(c) for c in cells])
+
+    def render(self, markdown: bool) -> str:
+        if not self.rows:
+            return ""
+        if markdown:
+            lines = [f"**{self.title}**", "", "| " + " | ".join(self.headers) + " |",
+                     "|" + "|".join("---" for _ in self.headers) + "|"]
+            lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+            return "\n".join(lines) + "\n"
+        widths = [max(len(h), *(len(r[i]) for r in self.rows)) for i, h in enumerate(self.headers)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        lines = [self.title, fmt.format(*self.headers), fmt.format(*("-" * w for w in widths))]
+        lines += [fmt.format(*row) for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+def x(value, digits: int = 2):
+    return None if value is None else f"{value:.{digits}f}x"
+
+
+def ms(value):
+    return None if value is None else f"{value * 1e3:.1f}" if value < 10 else f"{value * 1e3:.0f}"
+
+
+def mib(value):
+    return None if value is None else f"{value / 2**20:.1f}"
+
+
+def config_name(row) -> str:
+    return f"{row['model']} {row['dtype']}{'+cl' if row['channels_last'] else ''}"
+
+
+def preferred(rows):
+    """Among fastmollify rows of one configuration: the one from the preferred compiled backend."""
+    rank = {b: i for i, b in enumerate(PREFERRED)}
+    return min(rows, key=lambda r: rank.get(r["backend"], 9), default=None)
+
+
+def throughput_table(rows) -> Table:
+    table = Table("ImageNet-size throughput (samples x images / s; x = time / floor, NoiseGrad/FusionGrad: floor "
+                  "+ weight writes)", ["model", "method", "contender", "N", "ms", "img/s", "x floor", "peak MiB",
+                                       "mem x floor"])
+    for r in rows:
+        if r["median_s"] is None:
+            continue
+        table.add(config_name(r), r["method"], r["label"], r["N"], ms(r["median_s"]), f"{r['throughput']:.0f}",
+                  x(r["ratio_to_floor"]), mib(r["peak_mem_bytes"]), x(r["mem_ratio_to_floor"]))
+    return table
+
+
+def small_table(rows) -> Table:
+    table = Table("Small models (x = time / floor; 'vs Captum' = Captum time / fastmollify time)",
+                  ["model", "B", "N", "floor ms", "fastmollify", "adaptgrad", "Captum", "plain loop", "vs Captum",
+                   "peak MiB fm/floor"])
+    for key in dict.fromkeys((r["model"], r["B"], r["N"]) for r in rows):
+        mine = [r for r in rows if (r["model"], r["B"], r["N"]) == key and r["median_s"] is not None]
+        floor = next((r for r in mine if r["impl"] == "floor"), None)
+        fm = preferred([r for r in mine if r["impl"] == "fastmollify" and r["method"] == "smoothgrad"])
+        ag = preferred([r for r in mine if r["impl"] == "fastmollify" and r["method"] == "adaptgrad"])
+        captum = next((r for r in mine if r["impl"] == "captum"), None)
+        plain = next((r for r in mine if r["impl"] == "plain"), None)
+        if floor is None:
+            continue
+        table.add(key[0], key[1], key[2], ms(floor["median_s"]),
+                  f"{x(fm['ratio_to_floor'])} [{fm['backend']}]" if fm else None,
+                  x(ag["ratio_to_floor"]) if ag else None, x(captum["ratio_to_floor"]) if captum else None,
+                  x(plain["ratio_to_floor"]) if plain else None,
+                  x(captum["median_s"] / fm["median_s"], 1) if captum and fm else None,
+                  f"{mib(fm['peak_mem_bytes'])}/{mib(floor['peak_mem_bytes'])}" if fm else None)
+    return table
+
+
+def scaling_table(rows) -> Table:
+    labels = list(dict.fromkeys(r["label"] for r in rows if r["impl"] != "floor"))
+    table = Table("N-scaling (floor: ms; others: time / floor; then peak MiB per contender)",
+                  ["N", "floor ms"] + labels + ["floor MiB"] + [f"{name} MiB" for name in labels])
+    for n in sorted({r["N"] for r in rows}):
+        mine = {r["label"]: r for r in rows if r["N"] == n and r["median_s"] is not None}
+        floor = mine.get("floor")
+        table.add(n, ms(floor["median_s"]) if floor else None,
+                  *(x(mine[name]["ratio_to_floor"]) if name in mine else None for name in labels),
+                  mib(floor["peak_mem_bytes"]) if floor else None,
+                  *(mib(mine[name]["peak_mem_bytes"]) if name in mine else None for name in labels))
+    return table
+
+
+def _worst(rows, key="ratio_to_floor"):
+    rows = [r for r in rows if r.get(key) is not None]
+    return max(rows, key=lambda r: r[key], default=None)
+
+
+def _describe(r) -> str:
+    return f"{config_name(r)} B={r['B']} N={r['N']} {r['method']} [{r['backend']}]"
+
+
+def targets_table(found) -> Table:
+    table = Table("Targets (measured, not asserted)", ["target", "goal", "measured", "where", "met"])
+    every = [r for rows in found.values() for r in rows if r["median_s"] is not None]
+    fast = [r for r in every if r["impl"] == "fastmollify" and r["backend"] != "reference"
+            and r["method"] != "weight_writes"]
+
+    def add(name, goal, value, where, ok):
+        table.add(name, goal, value, where, None if ok is None else "yes" if ok else "NO")
+
+    conv = [r for r in fast if r["method"] in INPUT_METHODS and r["N"] >= 10 and r["model"] != "mlp"]
+    worst = _worst(conv)
+    if worst:
+        add("input-noise methods / floor, N>=10, conv models", "<= 1.05x", x(worst["ratio_to_floor"], 3),
+            _describe(worst), worst["ratio_to_floor"] <= 1.05)
+    worst = _worst([r for r in fast if r["method"] in WEIGHT_METHODS])
+    if worst:
+        add("noisegrad/fusiongrad / (floor + weight writes)", "<= 1.10x", x(worst["ratio_to_floor"], 3),
+            _describe(worst), worst["ratio_to_floor"] <= 1.10)
+    for impl, goal in (("captum", "~3.9x (issue)"), ("plain", "-")):
+        r = next((r for r in every if r["impl"] == impl and r["model"] == "mlp" and r["B"] == 256 and r["N"] == 50
+                  and r["ratio_to_floor"] is not None), None)
+        if r:
+            add(f"MLP B=256 N=50: {r['label']} / floor", goal, x(r["ratio_to_floor"]), _describe(r), None)
+    mlp = preferred([r for r in fast if r["model"] == "mlp" and r["B"] == 256 and r["N"] == 50
+                     and r["method"] == "smoothgrad"])
+    if mlp and mlp["ratio_to_floor"]:
+        add("MLP B=256 N=50: fastmollify / floor", "-", x(mlp["ratio_to_floor"]), _describe(mlp), None)
+    cpu = [r for r in fast if r["device_type"] == "cpu"]
+    worst = _worst(cpu)
+    if worst:
+        add("CPU: fastmollify / floor (all rows)", "<= 1.5x", x(worst["ratio_to_floor"]), _describe(worst),
+            worst["ratio_to_floor"] <= 1.5)
+    speedups = []
+    for r in every:
+        if r["impl"] != "captum" or r["script"] not in ("small", "scaling"):
+            continue
+        fm = preferred([f for f in fast if f["method"] == "smoothgrad" and f["script"] == r["script"]
+                        and common._config_key(f) == common._config_key(r) and f["N"] == r["N"]])
+        if fm:
+            speedups.append((r["median_s"] / fm["median_s"], fm))
+    if speedups:
+        low = min(speedups, key=lambda s: s[0])
+        add("small models: Captum time / fastmollify time, every size", ">= 1x", x(low[0]), _describe(low[1]),
+            low[0] >= 1)
+        mlp50 = [s for s in speedups if s[1]["model"] == "mlp" and s[1]["N"] == 50 and s[1]["B"] == 256]
+        if mlp50:
+            add("MLP B=256 N=50: Captum / fastmollify", ">= 2.5x", x(mlp50[0][0]), _describe(mlp50[0][1]),
+                mlp50[0][0] >= 2.5)
+    res50 = []
+    for r in every:
+        if r["impl"] == "captum" and r["model"] == "resnet50":
+            fm = preferred([f for f in fast if f["method"] == "smoothgrad" and f["model"] == "resnet50"
+                            and common._config_key(f) == common._config_key(r) and f["N"] == r["N"]])
+            if fm:
+                res50.append((r["median_s"] / fm["median_s"], fm))
+    if res50:
+        low = min(res50, key=lambda s: s[0])
+        add("ResNet50: Captum / fastmollify", ">= 1x", x(low[0]), _describe(low[1]), low[0] >= 1)
+    authors = []
+    for r in every:
+        if r["impl"] != "authors":
+            continue
+        fm = preferred([f for f in fast if f["method"] == r["method"] and common._config_key(f) ==
+                        common._config_key(r) and f["m"] == r["m"] and f["n"] == r["n"]])
+        if fm:
+            authors.append((r["median_s"] / fm["median_s"], fm))
+    if authors:
+        low = min(authors, key=lambda s: s[0])
+        add("NoiseGrad authors' time / fastmollify time", ">= 10x", x(low[0], 1), _describe(low[1]), low[0] >= 10)
+    scaling = [r for r in found.get("scaling", []) if r["median_s"] is not None and r["peak_mem_bytes"]]
+    for label in dict.fromkeys(r["label"] for r in scaling):
+        full = [r for r in scaling if r["label"] == label and r["N"] >= r["chunk"] and r["N"] >= 10]
+        if len(full) >= 2:
+            low, high = min(r["peak_mem_bytes"] for r in full), max(r["peak_mem_bytes"] for r in full)
+            add(f"peak memory flat in N: {label}", "max/min <= 1.1", x(high / low),
+                f"N={min(r['N'] for r in full)}..{max(r['N'] for r in full)}, {mib(low)}..{mib(high)} MiB",
+                high / low <= 1.1 if label.startswith("fastmollify") else None)
+        if len(full) >= 2 and label.startswith("fastmollify"):
+            slope = _loglog_slope([(r["N"], r["median_s"]) for r in full])
+            add(f"time linear in N: {label}", "slope ~1", f"{slope:.2f}", "log-log slope, N>=10", abs(slope - 1) < 0.15)
+    sized = [r for r in fast if r["mem_ratio_to_floor"] is not None and (r["floor_mem_bytes"] or 0) >= 8 << 20]
+    worst = _worst(sized, "mem_ratio_to_floor")
+    if worst:
+        add("peak memory / floor (floor >= 8 MiB)", "<= 1.10x", x(worst["mem_ratio_to_floor"]), _describe(worst),
+            worst["mem_ratio_to_floor"] <= 1.10)
+    return table
+
+
+def _loglog_slope(points) -> float:
+    import math
+
+    xs = [math.log(n) for n, _ in points]
+    ys = [math.log(t) for _, t in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    den = sum((a - mx) ** 2 for a in xs)
+    return sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / den if den else float("nan")
+
+
+def ops_tables(out: Path, tag: str) -> list[Table]:
+    """Op bandwidth rows written by benchmarks/bench_ops.py (any list of flat dicts)."""
+    tables = []
+    for path in sorted(out.glob(f"ops_{'cuda' if tag == 'gpu' else 'cpu'}*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        rows = data.get("rows", data) if isinstance(data, dict) else data
+        if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
+            continue
+        wanted = ("backend", "op", "dtype", "kernel", "B", "D", "S", "median_s", "GBps", "fraction_of_copy")
+        keys = [k for k in wanted if k in rows[0]] or [
+            k for k, v in rows[0].items() if isinstance(v, (int, float, str, bool)) and k not in
+            ("device", "device_name", "torch", "commit", "timestamp")][:10]
+        table = Table(f"Op bandwidth ({path.name})", keys)
+        for row in rows:
+            table.add(*(f"{row.get(k):.4g}" if isinstance(row.get(k), float) else row.get(k) for k in keys))
+        tables.append(table)
+    return tables
+
+
+def skipped(found) -> str:
+    lines = []
+    for script, rows in found.items():
+        bad = [r for r in rows if r["median_s"] is None]
+        if bad:
+            reasons = sorted({(r["error"] or "no timing").split(" (")[0] for r in bad})
+            lines.append(f"{script}: {len(bad)} case(s) without timing: {'; '.join(reasons)[:400]}")
+    return "\n".join(lines)
+
+
+def render(out: Path, tag: str, markdown: bool = False) -> str:
+    found = load(out, tag)
+    parts = []
+    devices = sorted({r["device"] for rows in found.values() for r in rows})
+    if devices:
+        parts.append(f"Device: {'; '.join(devices)}  (torch {next(iter(found.values()))[0]['torch']})\n")
+    if "scaling" in found:
+        parts.append(scaling_table(found["scaling"]).render(markdown))
+    if "small" in found:
+        parts.append(small_table(found["small"]).render(markdown))
+    if "throughput" in found:
+        parts.append(throughput_table(found["throughput"]).render(markdown))
+    parts += [t.render(markdown) for t in ops_tables(out, tag)]
+    if found:
+        parts.append(targets_table(found).render(markdown))
+    note = skipped(found)
+    if note:
+        parts.append(note + "\n")
+    return "\n".join(p for p in parts if p)
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=common.RESULTS)
+    parser.add_argument("--tag", choices=("cpu", "gpu"), default=None)
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+    tag = args.tag or ("gpu" if any(args.out.glob("*_gpu.json")) else "cpu")
+    text = render(args.out, tag, args.markdown)
+    print(text or f"no results for {tag} in {args.out}")
+    return text
+
+
+if __name__ == "__main__":
+    main()

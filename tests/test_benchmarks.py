@@ -1,0 +1,115 @@
+"""Smoke test of the benchmarks: every script runs at tiny sizes and writes sane rows.
+
+Timings are not checked against any target here (they are measured and reported by the suites);
+this only keeps the scripts from rotting: they run, the rows have every field, the numbers are
+finite and positive, the ratios to the floor are attached, and the summary renders.
+"""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import bench_scaling, bench_small, bench_throughput, common, peers, summary  # noqa: E402
+
+SCRIPTS = {"scaling": bench_scaling, "small": bench_small, "throughput": bench_throughput}
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    rows = {}
+    threads = torch.get_num_threads()
+    try:
+        for name, module in SCRIPTS.items():  # one thread: cheap and steady on a shared CPU
+            args = ["--tiny", "--device", DEVICE, "--out", str(out), "--quiet", "--threads", "1"]
+            if name != "scaling":
+                args.append("--no-plot")
+            rows[name] = module.main(args)
+    finally:
+        torch.set_num_threads(threads)
+    return out, rows
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
+def test_script_rows(results, name):
+    out, returned = results
+    path = out / f"{name}_{common.device_tag(DEVICE)}.json"
+    rows = json.loads(path.read_text())
+    assert rows and len(rows) == len(returned[name])
+    assert path.with_suffix(".csv").read_text().splitlines()[0].split(",") == list(common.ROW_FIELDS)
+    for row in rows:
+        assert set(common.ROW_FIELDS) <= set(row), set(common.ROW_FIELDS) - set(row)
+        assert row["error"] is None, (row["label"], row["method"], row["error"])
+        assert row["device"] and row["device_type"] == torch.device(DEVICE).type
+        assert row["B"] >= 1 and row["N"] >= 1 and row["chunk"] >= 1 and row["repeats"] >= 1
+        for key in ("median_s", "p25_s", "p75_s", "min_s", "max_s", "throughput"):
+            assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+        assert row["min_s"] <= row["median_s"] <= row["max_s"]
+        assert row["throughput"] == pytest.approx(row["B"] * row["N"] / row["median_s"])
+        if row["peak_mem_bytes"] is not None:
+            assert 0 <= row["peak_mem_bytes"] < 64 << 30
+        if row["impl"] != "floor" and row["method"] != "weight_writes":
+            assert row["ratio_to_floor"] is not None and row["ratio_to_floor"] > 0, row
+    impls = {row["impl"] for row in rows}
+    assert {"floor", "fastmollify", "captum", "plain"} <= impls
+    if name == "throughput":
+        assert "authors" in impls
+        assert {row["method"] for row in rows} >= set(common.INPUT_METHODS) | set(common.WEIGHT_METHODS)
+    if name == "scaling":
+        assert (out / f"scaling_{common.device_tag(DEVICE)}.png").stat().st_size > 0
+        backends = {row["backend"] for row in rows if row["impl"] == "fastmollify"}
+        assert backends == set(common.available_backends(DEVICE))
+
+
+def test_summary_renders(results):
+    out, _ = results
+    text = summary.render(out, common.device_tag(DEVICE))
+    for title in ("N-scaling", "Small models", "ImageNet-size throughput", "Targets"):
+        assert title in text
+    assert "| --- |" not in text and "|---|" in summary.render(out, common.device_tag(DEVICE), markdown=True)
+
+
+def test_peers_compute_the_same_map():
+    """The baselines explain what fastmollify explains: at tiny noise all agree with the plain gradient."""
+    import fastmollify as fm
+
+    torch.manual_seed(0)
+    model = common.MLP().eval()
+    x, target = torch.rand(3, 1, 28, 28), torch.tensor([1, 2, 3])
+    grad = peers.saliency(model, x, target)
+    plain = peers.plain_smoothgrad(model, x, target, n=4, chunk=3, sigma=1e-6)
+    ours = fm.smoothgrad(model, x, target, n=4, sigma=1e-6, progress=False)
+    torch.testing.assert_close(plain, grad, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(ours, grad, rtol=1e-3, atol=1e-5)
+    authors = peers.AuthorsNoiseGrad(model, std=1e-7, n=2)
+    before = [p.clone() for p in model.parameters()]
+    torch.testing.assert_close(authors.enhance_explanation(x, target, peers.saliency), grad, rtol=1e-3, atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the fresh-process comparison reads Linux RSS")
+def test_cpu_peak_memory_counts_the_tensors():
+    """The CPU memory method: the profiler's peak of live tensor bytes sees the chunk buffer, repeatably,
+    and a fresh process measures the same."""
+    setup = common.Setup(common.SetupSpec("mlp", 64, "cpu"))
+    case = common.Case("floor", "floor", n=40, chunk=40)
+    buffer = 40 * 64 * 784 * 4  # the noisy-input buffer the floor fills, as every contender must
+    first = common.measure(setup, case, repeats=1)
+    again = common.measure(setup, case, repeats=1)
+    assert first.error is None and first.mem_method == common.CPU_MEM_METHOD
+    assert buffer <= first.peak < 4 * buffer
+    assert again.peak == first.peak
+    fresh = common.measure_in_subprocess(setup.spec, case, repeats=1)
+    assert fresh.error is None and fresh.peak == first.peak and fresh.peak_rss is not None
+
+
+def test_gpu_suite_script_parses():
+    subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_suite.sh")], check=True)
