@@ -277,13 +277,16 @@ def make_runner(setup: Setup, case: Case) -> Callable[[int], object]:
     if case.impl == "authors":
         from .peers import AuthorsNoiseGrad, AuthorsNoiseGradPlusPlus, saliency
 
-        if case.method == "noisegrad":
-            explainer = AuthorsNoiseGrad(model, std=WEIGHT_SIGMA, n=case.m)
-        elif case.method == "fusiongrad":
-            explainer = AuthorsNoiseGradPlusPlus(model, std=WEIGHT_SIGMA, sg_std=sigma, n=case.m, m=case.n)
-        else:
+        if case.method not in WEIGHT_METHODS:
             raise ValueError(f"the authors' algorithm is noisegrad or fusiongrad, not {case.method!r}")
-        return lambda k: explainer.enhance_explanation(setup.inputs[k], setup.targets[k], saliency)
+
+        def authors(k):  # built per call: saving the clean weights is part of the method (fastmollify's too)
+            if case.method == "noisegrad":
+                explainer = AuthorsNoiseGrad(model, std=WEIGHT_SIGMA, n=case.m)
+            else:
+                explainer = AuthorsNoiseGradPlusPlus(model, std=WEIGHT_SIGMA, sg_std=sigma, n=case.m, m=case.n)
+            return explainer.enhance_explanation(setup.inputs[k], setup.targets[k], saliency)
+        return authors
     raise ValueError(f"unknown impl {case.impl!r}")
 
 

@@ -39,7 +39,7 @@ def run_ops(out: Path, threads: int, tiny: bool, budget: float) -> None:
     if not script.exists():
         print("bench_ops.py not present: op bandwidth skipped", flush=True)
         return
-    command = [sys.executable, str(script), "--device", "cpu", "--out", str(out)]
+    command = [sys.executable, str(script), "--device", "cpu", "--out", str(out), "--threads", str(threads)]
     command += ["--quick"] if tiny else ["--budget", str(max(2.0, budget / 12))]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     try:

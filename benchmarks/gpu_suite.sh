@@ -13,14 +13,14 @@
 # Captum is pure Python: if it is not installed, a wheel in $WHEELS (default .whl) is installed
 # offline; without one the Captum rows record the import error.
 # Options (environment): PYTHON, SUITE_BUDGET, TEST_BUDGET, SKIP_BUILD=1, SKIP_TESTS=1, MAX_JOBS,
-# TORCH_CUDA_ARCH_LIST, CUDA_HOME, WHEELS.
+# TORCH_CUDA_ARCH_LIST, CUDA_HOME, WHEELS, RESULTS_DIR (default benchmarks/results).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
 PY=${PYTHON:-python3}
 SUITE_BUDGET=${SUITE_BUDGET:-510}
 TEST_BUDGET=${TEST_BUDGET:-170}
-RESULTS=benchmarks/results
+RESULTS=${RESULTS_DIR:-benchmarks/results}
 DEADLINE=$((START + SUITE_BUDGET - 15))   # benchmarks stop here; the summary needs a few seconds
 export PYTHONUNBUFFERED=1
 mkdir -p "$RESULTS"
@@ -62,22 +62,22 @@ bench() {  # log-name share-of-what-is-left command... (each case's line goes to
         > "$RESULTS/gpu_log_$name.txt" 2>&1 || log "$name exit status $?"
     tail -4 "$RESULTS/gpu_log_$name.txt"
 }
-bench scaling 22 $PY -m benchmarks.bench_scaling
-bench small 25 $PY -m benchmarks.bench_small
+bench scaling 22 $PY -m benchmarks.bench_scaling --out "$RESULTS"
+bench small 25 $PY -m benchmarks.bench_small --out "$RESULTS"
 if [ -f benchmarks/bench_ops.py ]; then
     budget=$(( $(left) * 10 / 100 ))
     log "op bandwidth (about ${budget}s, log $RESULTS/gpu_log_ops.txt)"
-    timeout $((budget + 30)) $PY benchmarks/bench_ops.py --size imagenet --budget $((budget / 12 + 1)) \
+    timeout $((budget + 30)) $PY benchmarks/bench_ops.py --size imagenet --budget $((budget / 12 + 1)) --out "$RESULTS" \
         > "$RESULTS/gpu_log_ops.txt" 2>&1 || log "ops exit status $?"
     tail -4 "$RESULTS/gpu_log_ops.txt"
 fi
-bench throughput 100 $PY -m benchmarks.bench_throughput
+bench throughput 100 $PY -m benchmarks.bench_throughput --out "$RESULTS"
 
 log "summary"
-$PY -m benchmarks.summary --tag gpu --markdown > "$RESULTS/summary_gpu.md" 2>/dev/null
+$PY -m benchmarks.summary --tag gpu --out "$RESULTS" --markdown > "$RESULTS/summary_gpu.md" 2>/dev/null
 if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
     tar czf "$OUT/gpu_results.tgz" $RESULTS/*_gpu.* $RESULTS/gpu_log_* $RESULTS/ops_cuda.* 2>/dev/null && log "results packed in \$OUT/gpu_results.tgz"
 fi
 echo
 echo "================================ SUMMARY ($(( $(date +%s) - START ))s) ================================"
-$PY -m benchmarks.summary --tag gpu
+$PY -m benchmarks.summary --tag gpu --out "$RESULTS"

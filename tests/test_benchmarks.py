@@ -20,6 +20,7 @@ from benchmarks import bench_scaling, bench_small, bench_throughput, common, pee
 
 SCRIPTS = {"scaling": bench_scaling, "small": bench_small, "throughput": bench_throughput}
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+OPS = ROOT / "benchmarks" / "bench_ops.py"
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,10 @@ def results(tmp_path_factory):
             if name != "scaling":
                 args.append("--no-plot")
             rows[name] = module.main(args)
+        if OPS.exists():  # the op-bandwidth script (its rows are folded into the summary)
+            from benchmarks import bench_ops
+
+            bench_ops.main(["--quick", "--device", DEVICE, "--out", str(out)])
     finally:
         torch.set_num_threads(threads)
     return out, rows
@@ -72,7 +77,8 @@ def test_script_rows(results, name):
 def test_summary_renders(results):
     out, _ = results
     text = summary.render(out, common.device_tag(DEVICE))
-    for title in ("N-scaling", "Small models", "ImageNet-size throughput", "Targets"):
+    for title in ("N-scaling", "Small models", "ImageNet-size throughput", "Targets") + (
+            ("Op bandwidth",) if OPS.exists() else ()):
         assert title in text
     assert "| --- |" not in text and "|---|" in summary.render(out, common.device_tag(DEVICE), markdown=True)
 
