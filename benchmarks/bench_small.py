@@ -29,7 +29,7 @@ DEFAULTS = {
     "cpu": {"mlp": (256, 25, (1, 10, 50)), "demo_cnn": (16, 10, (1, 10, 50)), "resnet18_cifar": (4, 10, (1, 10))},
     "tiny": {"mlp": (8, 2, (1, 2)), "demo_cnn": (2, 2, (1, 2)), "resnet18_cifar": (1, 2, (2,))},
 }
-REPEATS = {"cuda": 5, "cpu": 3, "tiny": 2}
+REPEATS = {"cuda": 5, "cpu": 5, "tiny": 2}
 
 
 def cases(n, chunk, backends, methods=("smoothgrad", "adaptgrad")):
@@ -95,8 +95,9 @@ def plot(rows, path) -> None:
                     label=f"{name[0]} {name[1]}" if name[0].startswith("fastmollify") else name[0])
         ax.axhline(1.0, color="grey", ls="--", lw=1)
         first = mine[0]
-        ax.set(xscale="log", yscale="log", xlabel="N", ylabel="time / floor",
+        ax.set(xscale="log", xlabel="N (samples per example)", ylabel="time / floor",
                title=f"{model} {first['image']} B={first['B']}")
+        ax.set_ylim(bottom=0)
         ax.legend(fontsize=7)
     fig.suptitle(f"small models: time relative to the floor (dashed) - {good[0]['device']}", fontsize=9)
     fig.tight_layout()

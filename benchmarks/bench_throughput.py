@@ -133,7 +133,7 @@ def plot(rows, path) -> None:
     if plt is None or not good:
         return
     configs = sorted({(r["model"], r["dtype"], r["channels_last"]) for r in good})
-    fig, axes = plt.subplots(1, len(configs), figsize=(5.2 * len(configs), 0.28 * 24 + 1.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(configs), figsize=(max(8.0, 5.2 * len(configs)), 8.2), squeeze=False)
     for ax, config in zip(axes[0], configs):
         mine = [r for r in good if (r["model"], r["dtype"], r["channels_last"]) == config]
         mine.sort(key=lambda r: (r["method"].replace("floor-", ""), r["impl"] != "floor", r["label"]))
@@ -149,8 +149,8 @@ def plot(rows, path) -> None:
             if r["ratio_to_floor"]:
                 ax.text(r["throughput"], y, f" {r['ratio_to_floor']:.2f}x", va="center", fontsize=6)
     first = good[0]
-    fig.suptitle(f"throughput, B={first['B']} {first['image']} (x: time / floor; grey floor, blue fastmollify, "
-                 f"orange peers) - {first['device']}", fontsize=9)
+    fig.suptitle(f"throughput, B={first['B']} {first['image']} - {first['device']}\n"
+                 f"(bar labels: time / floor; grey: floor, blue: fastmollify, orange: peers)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
