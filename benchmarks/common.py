@@ -23,10 +23,11 @@ All contenders see the same model with its parameters frozen (``requires_grad=Fa
 one pays for weight gradients, and the same absolute noise scale.
 
 Timing: one warm-up call (the same shapes, run with one chunk's worth of samples and one weight
-draw, so compilation, autotuning and allocator growth stay out), then ``repeats`` timed
-calls, each on the next of ``ROTATE`` different input batches so no cache holds the previous
-call's data. On a GPU each call is bracketed by ``torch.cuda.synchronize`` and timed with CUDA
-events; on the CPU with ``time.perf_counter``. The row keeps the median, quartiles, min and max.
+draw, so compilation, autotuning and allocator growth stay out), then ``repeats`` timed calls
+(more, up to ``MAX_REPEATS``, while less than ``MIN_TIMED_S`` has been timed), each on the next
+of ``ROTATE`` different input batches so no cache holds the previous call's data. On a GPU each
+call is bracketed by ``torch.cuda.synchronize`` and timed with CUDA events; on the CPU with
+``time.perf_counter``. The row keeps the median, quartiles, min and max.
 
 Peak memory (``peak_mem_bytes``): on a GPU ``torch.cuda.max_memory_allocated`` after
 ``reset_peak_memory_stats``, minus what was allocated before the call (model and inputs), the
@@ -70,6 +71,8 @@ INPUT_METHODS = ("smoothgrad", "adaptgrad", "clipgrad") + tuple(f"mollify-{k}" f
 WEIGHT_METHODS = ("noisegrad", "fusiongrad")
 FLOOR_METHODS = ("floor", "floor-noisegrad", "floor-fusiongrad")
 ROTATE = 3  # input batches cycled through the timed calls
+MIN_TIMED_S = 1.0  # calls shorter than this are repeated (beyond ``repeats``) until this much is timed
+MAX_REPEATS = 25
 WEIGHT_SIGMA = 0.2  # NoiseGrad's multiplicative weight noise
 NOISE_LEVEL = 0.15  # input noise sigma as a share of the input range (absolute sigma passed to all)
 ROW_FIELDS = (
@@ -481,7 +484,10 @@ def measure(setup: Setup, case: Case, repeats: int, budget: Optional[Budget] = N
         # the warm-up ran ~1/scale of the work: estimate a full call to stay inside the budget
         scale = max(case.samples / max(case.warmup().samples, 1), 1.0)
         estimate = warm_s * scale
-        for r in range(repeats):
+        timed = 0.0
+        for r in range(MAX_REPEATS):
+            if r >= repeats and (timed >= MIN_TIMED_S or budget.left() < 1.2 * estimate):
+                break  # short calls repeat up to MIN_TIMED_S of timing: a steadier median
             if r and budget.left() < 1.2 * estimate:
                 break
             if r == 0 and budget.left() < 0.5 * estimate:
@@ -511,6 +517,7 @@ def measure(setup: Setup, case: Case, repeats: int, budget: Optional[Budget] = N
                     result.peak_rss = max(result.peak_rss or 0, _maxrss_bytes() - base)
             del out
             result.times.append(seconds)
+            timed += seconds
             estimate = seconds
         if not cuda and budget.left() > 3 * estimate:  # profiling slows the call: not timed
             gc.collect()
@@ -749,6 +756,9 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 def start(args) -> str:
     """Apply the common options; the device to run on."""
+    global MIN_TIMED_S
+    if args.tiny:
+        MIN_TIMED_S = 0.0
     if args.threads:
         torch.set_num_threads(args.threads)
     return args.device or default_device()

@@ -27,9 +27,9 @@ from . import bench_scaling, bench_small, bench_throughput, common, summary  # n
 
 # script -> (share of the budget, extra arguments at full CPU size)
 PLAN = {
-    "scaling": (0.3, []),
-    "small": (0.35, []),
-    "throughput": (0.25, []),
+    "scaling": (0.25, []),
+    "small": (0.3, []),
+    "throughput": (0.35, []),
     "ops": (0.1, []),
 }
 
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=common.RESULTS)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds for the whole suite")
+    parser.add_argument("--budget", type=float, default=480.0, help="seconds for the whole suite")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--only", default=None, help="comma-separated subset of " + ",".join(PLAN))
     parser.add_argument("--no-plot", action="store_true")
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     failures = 0
     for name in only:
         share, extra = PLAN[name]
-        budget = share * args.budget
+        budget = share / sum(PLAN[n][0] for n in only) * args.budget
         print(f"\n=== {name} (budget {budget:.0f} s, {time.time() - start:.0f} s elapsed) ===", flush=True)
         try:
             if name == "ops":
