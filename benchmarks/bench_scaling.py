@@ -70,10 +70,9 @@ def main(argv=None) -> list[dict]:
         print(f"N-scaling on {common.device_name(setup.device)}: {model} {setup.image} B={batch} chunk={chunk} "
               f"{args.dtype} backends={','.join(backends)}", flush=True)
     rows = []
-    for n in ns:
-        for case in cases(n, chunk, backends, reference_max_n, peers=not args.no_peers):
-            rows.append(common.run_case(SCRIPT, setup, case, repeats, budget, args.fresh_process,
-                                        verbose=not args.quiet))
+    for n in ns:  # the contenders of one N are timed interleaved
+        rows += common.run_cases(SCRIPT, setup, list(cases(n, chunk, backends, reference_max_n, not args.no_peers)),
+                                 repeats, budget, args.fresh_process, verbose=not args.quiet)
         common.write_rows(rows, SCRIPT, device, args.out)
     path = common.write_rows(rows, SCRIPT, device, args.out)
     if not args.no_plot:

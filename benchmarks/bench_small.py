@@ -69,10 +69,9 @@ def main(argv=None) -> list[dict]:
         if not args.quiet:
             print(f"Small model {model} {setup.image} B={batch} chunk={chunk} on {common.device_name(setup.device)} "
                   f"backends={','.join(backends)}", flush=True)
-        for n in ns:
-            for case in cases(n, chunk, backends):
-                rows.append(common.run_case(SCRIPT, setup, case, repeats, budget, args.fresh_process,
-                                            verbose=not args.quiet))
+        for n in ns:  # the contenders of one model and N are timed interleaved
+            rows += common.run_cases(SCRIPT, setup, list(cases(n, chunk, backends)), repeats, budget,
+                                     args.fresh_process, verbose=not args.quiet)
             common.write_rows(rows, SCRIPT, device, args.out)
     path = common.write_rows(rows, SCRIPT, device, args.out)
     if not args.no_plot:

@@ -116,10 +116,9 @@ def main(argv=None) -> list[dict]:
         passes.append(lambda other=other: other_backend_cases(n, chunk, m, fusion, other))
     rows = []
     for make_cases in passes:
-        for setup in setups.values():
-            for case in make_cases():
-                rows.append(common.run_case(SCRIPT, setup, case, repeats, budget, args.fresh_process,
-                                            verbose=not args.quiet))
+        for setup in setups.values():  # the cases of one pass, model and precision are timed interleaved
+            rows += common.run_cases(SCRIPT, setup, list(make_cases()), repeats, budget, args.fresh_process,
+                                     verbose=not args.quiet)
             common.write_rows(rows, SCRIPT, device, args.out)
     path = common.write_rows(rows, SCRIPT, device, args.out)
     if not args.no_plot:

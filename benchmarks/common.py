@@ -1,8 +1,8 @@
 """The one setup factory every benchmark shares: models, inputs, contenders, timing, memory, rows.
 
 A benchmark is a list of ``Case`` s run on a ``Setup`` (one model on one device at one batch,
-image size and precision). ``run_case`` times a case and measures its peak memory and returns
-one result row (a flat dict, the same fields in every script); ``attach_ratios`` adds each row's
+image size and precision). ``run_cases`` times the cases of one configuration, interleaved, measures
+their peak memory and returns one result row each (a flat dict, the same fields in every script); ``attach_ratios`` adds each row's
 ratio to its floor; ``write_rows`` writes ``results/<script>_<cpu|gpu>.json`` and ``.csv``.
 
 Contenders (``Case.impl``):
@@ -22,10 +22,13 @@ Contenders (``Case.impl``):
 All contenders see the same model with its parameters frozen (``requires_grad=False``), so no
 one pays for weight gradients, and the same absolute noise scale.
 
-Timing: one warm-up call (the same shapes, run with one chunk's worth of samples and one weight
-draw, so compilation, autotuning and allocator growth stay out), then ``repeats`` timed calls
-(more, up to ``MAX_REPEATS``, while less than ``MIN_TIMED_S`` has been timed), each on the next
-of ``ROTATE`` different input batches so no cache holds the previous call's data. On a GPU each
+Timing: one warm-up call per case (the same shapes, run with one chunk's worth of samples and
+one weight draw, so compilation, autotuning and allocator growth stay out), then the cases of
+one configuration (the contenders at one model, precision and N) are timed interleaved: each
+round calls every case once, so load from elsewhere and clock drift hit all contenders alike.
+At least ``repeats`` rounds (more, up to ``MAX_REPEATS``, while the cases average under
+``MIN_TIMED_S`` of timing), each round on the next of ``ROTATE`` different input batches so no
+cache holds the previous call's data. On a GPU each
 call is bracketed by ``torch.cuda.synchronize`` and timed with CUDA events; on the CPU with
 ``time.perf_counter``. The row keeps the median, quartiles, min and max.
 
@@ -459,96 +462,148 @@ CPU_MEM_METHOD = "torch.profiler peak of live CPU tensor bytes (one extra call)"
 def measure(setup: Setup, case: Case, repeats: int, budget: Optional[Budget] = None,
             cpu_rss: Optional[bool] = None, after_warmup: Optional[Callable[[], None]] = None) -> Measure:
     """Warm up, then time ``repeats`` calls (fewer if the budget runs short) and record peak memory."""
+    return measure_group(setup, [case], repeats, budget, cpu_rss, after_warmup)[0]
+
+
+def _timed_call(setup: Setup, run: Callable[[int], object], k: int, cpu_rss: bool, result: Measure) -> float:
+    """One timed call of ``run(k)``; updates the peak memory of ``result``; the seconds it took."""
+    gc.collect()
+    if setup.device.type == "cuda":
+        torch.cuda.synchronize(setup.device)
+        torch.cuda.reset_peak_memory_stats(setup.device)
+        base = torch.cuda.memory_allocated(setup.device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        with setup.autocast():
+            out = run(k)
+        end.record()
+        end.synchronize()
+        seconds = start.elapsed_time(end) / 1000.0
+        result.peak = max(result.peak or 0, torch.cuda.max_memory_allocated(setup.device) - base)
+    else:
+        base = _reset_peak_rss() if cpu_rss else None
+        t0 = time.perf_counter()
+        with setup.autocast():
+            out = run(k)
+        seconds = time.perf_counter() - t0
+        if base is not None:
+            result.peak_rss = max(result.peak_rss or 0, _maxrss_bytes() - base)
+    del out
+    result.times.append(seconds)
+    return seconds
+
+
+def _failed(result: Measure, error: BaseException, setup: Setup) -> None:
+    result.error = f"{type(error).__name__}: {error}"[:300]
+    if setup.device.type == "cuda" and isinstance(error, torch.OutOfMemoryError):
+        torch.cuda.empty_cache()
+
+
+def measure_group(setup: Setup, cases: Sequence[Case], repeats: int, budget: Optional[Budget] = None,
+                  cpu_rss: Optional[bool] = None, after_warmup: Optional[Callable[[], None]] = None) -> list:
+    """Time the cases of one configuration interleaved: each round calls every case once, in turn.
+
+    Interleaving spreads whatever else the machine is doing (other processes, clocks) evenly over
+    the contenders, so their ratios hold even when absolute times drift. Every case is warmed up
+    first. At least ``repeats`` rounds, more (up to ``MAX_REPEATS``) while the cases average under
+    ``MIN_TIMED_S`` of timing; a round that would overrun the budget is not started, and a case
+    whose first call would not fit is skipped. Peak memory: see the module notes.
+    """
     budget = budget or Budget()
-    result = Measure()
     cuda = setup.device.type == "cuda"
     if cpu_rss is None:
         cpu_rss = not cuda and cpu_peak_reset_works()
-    result.mem_method = "torch.cuda.max_memory_allocated" if cuda else CPU_MEM_METHOD
-    if budget.left() <= 0:
-        result.error = "skipped: time budget"
-        return result
+    results = [Measure(mem_method="torch.cuda.max_memory_allocated" if cuda else CPU_MEM_METHOD) for _ in cases]
+    runs: list = [None] * len(cases)
+    estimates = [0.0] * len(cases)
     gc.collect()
     gc.freeze()  # what is alive now (modules, models, earlier rows) is never scanned again: a collect is cheap
-    try:
-        warm = make_runner(setup, case.warmup())
-        run = make_runner(setup, case)
-        t0 = time.perf_counter()
-        with setup.autocast():
-            warm(0)
-        setup.sync()
-        warm_s = time.perf_counter() - t0
-        del warm
-        if after_warmup is not None:
-            after_warmup()
-        # the warm-up ran ~1/scale of the work: estimate a full call to stay inside the budget
-        scale = max(case.samples / max(case.warmup().samples, 1), 1.0)
-        estimate = warm_s * scale
-        timed = 0.0
-        for r in range(MAX_REPEATS):
-            if r >= repeats and (timed >= MIN_TIMED_S or budget.left() < 1.2 * estimate):
-                break  # short calls repeat up to MIN_TIMED_S of timing: a steadier median
-            if r and budget.left() < 1.2 * estimate:
-                break
-            if r == 0 and budget.left() < 0.5 * estimate:
-                result.error = f"skipped: time budget (a call would take ~{estimate:.1f} s)"
-                return result
-            k = (r + 1) % ROTATE
-            gc.collect()
-            if cuda:
-                torch.cuda.synchronize(setup.device)
-                torch.cuda.reset_peak_memory_stats(setup.device)
-                base = torch.cuda.memory_allocated(setup.device)
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                with setup.autocast():
-                    out = run(k)
-                end.record()
-                end.synchronize()
-                seconds = start.elapsed_time(end) / 1000.0
-                result.peak = max(result.peak or 0, torch.cuda.max_memory_allocated(setup.device) - base)
-            else:
-                base = _reset_peak_rss() if cpu_rss else None
-                t0 = time.perf_counter()
-                with setup.autocast():
-                    out = run(k)
-                seconds = time.perf_counter() - t0
-                if base is not None:
-                    result.peak_rss = max(result.peak_rss or 0, _maxrss_bytes() - base)
-            del out
-            result.times.append(seconds)
-            timed += seconds
-            estimate = seconds
-        if not cuda and budget.left() > 3 * estimate:  # profiling slows the call: not timed
-            gc.collect()
+    for i, case in enumerate(cases):
+        if budget.left() <= 0:
+            results[i].error = "skipped: time budget"
+            continue
+        try:
+            warm = make_runner(setup, case.warmup())
+            t0 = time.perf_counter()
             with setup.autocast():
-                result.peak = profiled_peak_bytes(lambda: run(0))
-    except Exception as error:  # a failed case is a row with its error, not a failed benchmark
-        result.error = f"{type(error).__name__}: {error}"[:300]
-        if cuda and isinstance(error, torch.OutOfMemoryError):
-            torch.cuda.empty_cache()
-    return result
+                warm(0)
+            setup.sync()
+            del warm
+            # the warm-up ran ~1/scale of the work: estimate a full call to stay inside the budget
+            scale = max(case.samples / max(case.warmup().samples, 1), 1.0)
+            estimates[i] = (time.perf_counter() - t0) * scale
+            runs[i] = make_runner(setup, case)
+        except Exception as error:  # a failed case is a row with its error, not a failed benchmark
+            _failed(results[i], error, setup)
+    if after_warmup is not None:
+        after_warmup()
+    active = [i for i in range(len(cases)) if runs[i] is not None]
+    for r in range(MAX_REPEATS):
+        if not active:
+            break
+        round_s = sum(estimates[i] for i in active)
+        timed = sum(sum(results[i].times) for i in active)
+        if r >= repeats and (timed >= MIN_TIMED_S * len(active) or budget.left() < 1.2 * round_s):
+            break
+        if r and budget.left() < 1.2 * round_s:
+            break
+        for i in list(active):
+            if r == 0 and budget.left() < 0.5 * estimates[i]:
+                results[i].error = f"skipped: time budget (a call would take ~{estimates[i]:.1f} s)"
+                active.remove(i)
+                continue
+            try:
+                estimates[i] = _timed_call(setup, runs[i], (r + 1) % ROTATE, cpu_rss, results[i])
+            except Exception as error:
+                _failed(results[i], error, setup)
+                results[i].times = []
+                active.remove(i)
+    if not cuda:  # profiling slows a call: one extra, untimed call per case
+        for i in active:
+            if budget.left() > 3 * estimates[i]:
+                try:
+                    gc.collect()
+                    with setup.autocast():
+                        results[i].peak = profiled_peak_bytes(lambda: runs[i](0))
+                except Exception as error:
+                    _failed(results[i], error, setup)
+    return results
+
+
+def _backend_of(setup: Setup, case: Case):
+    """(backend name, None) or (the asked name, why it cannot serve)."""
+    if case.impl != "fastmollify":
+        return case.impl, None
+    try:
+        return resolve_backend(case.backend, setup.device), None
+    except Exception as error:
+        return case.backend, f"{type(error).__name__}: {error}"[:300]
+
+
+def run_cases(script: str, setup: Setup, cases: Sequence[Case], repeats: int, budget: Optional[Budget] = None,
+              fresh_process: bool = False, verbose: bool = True) -> list:
+    """Measure ``cases`` on ``setup`` (interleaved, or each in a fresh process) and return their rows."""
+    backends = [_backend_of(setup, case) for case in cases]
+    results: list = [Measure(error=why) if why else None for _, why in backends]
+    todo = [i for i, r in enumerate(results) if r is None]
+    if fresh_process:
+        for i in todo:
+            results[i] = measure_in_subprocess(setup.spec, cases[i], repeats, budget)
+    else:
+        for i, result in zip(todo, measure_group(setup, [cases[i] for i in todo], repeats, budget)):
+            results[i] = result
+    rows = [make_row(script, setup, case, backend, result)
+            for case, (backend, _), result in zip(cases, backends, results)]
+    if verbose:
+        for row in rows:
+            print(format_row(row), flush=True)
+    return rows
 
 
 def run_case(script: str, setup: Setup, case: Case, repeats: int, budget: Optional[Budget] = None,
              fresh_process: bool = False, verbose: bool = True) -> dict:
-    """Measure ``case`` on ``setup`` and return its result row."""
-    try:
-        backend = resolve_backend(case.backend, setup.device) if case.impl == "fastmollify" else case.impl
-    except Exception as error:
-        backend, failure = case.backend, f"{type(error).__name__}: {error}"[:300]
-    else:
-        failure = None
-    if failure:
-        result = Measure(error=failure)
-    elif fresh_process:
-        result = measure_in_subprocess(setup.spec, case, repeats, budget)
-    else:
-        result = measure(setup, case, repeats, budget)
-    row = make_row(script, setup, case, backend, result)
-    if verbose:
-        print(format_row(row), flush=True)
-    return row
+    """Measure one case on ``setup`` and return its result row."""
+    return run_cases(script, setup, [case], repeats, budget, fresh_process, verbose)[0]
 
 
 def measure_in_subprocess(spec: SetupSpec, case: Case, repeats: int, budget: Optional[Budget] = None) -> Measure:
