@@ -48,7 +48,7 @@ $PY -c "import fastmollify; print('backends on cuda:', fastmollify.availability(
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     log "tests (at most ${TEST_BUDGET}s)"
-    timeout --signal=INT "$TEST_BUDGET" $PY -m pytest -q -x -p no:cacheprovider tests/ 2>&1 | tail -30
+    timeout --signal=INT "$TEST_BUDGET" $PY -m pytest -q -p no:cacheprovider tests/ 2>&1 | tail -30
     status=${PIPESTATUS[0]}
     [ "$status" = 124 ] && log "tests stopped at ${TEST_BUDGET}s (not all ran)" || log "pytest exit status $status"
 fi
