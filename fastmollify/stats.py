@@ -45,8 +45,8 @@ class Stats:
 
     def reduce(self, reduce: str, dtype: torch.dtype) -> torch.Tensor:
         """The map for ``reduce`` ('mean', 'sq' or 'var') in ``dtype``."""
-        value = {"mean": self.mean, "sq": self.smoothgrad_sq, "var": self.vargrad}[reduce]
-        return value.to(dtype)
+        value = {"mean": lambda: self.mean, "sq": lambda: self.smoothgrad_sq, "var": lambda: self.vargrad}[reduce]
+        return value().to(dtype)
 
     def __repr__(self) -> str:
         return (f"Stats(shape={tuple(self.mean.shape)}, n={self.n:g}, backend={self.backend!r}, seed={self.seed}, "

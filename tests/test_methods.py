@@ -33,15 +33,23 @@ def sine_problem(batch=2, dim=24):
     return (lambda t: (a * torch.sin(w * t)).sum(1)), x, a, w
 
 
+def backends_here():
+    """The reference and, when built, the compiled CPU backend (op-level agreement of every
+    backend with the reference is tests/test_backends.py's job; the Triton interpreter is too
+    slow for these sample counts)."""
+    return [name for name in ("reference", "cpu") if fm.availability("cpu")[name] is None]
+
+
+@pytest.mark.parametrize("backend", backends_here())
 @pytest.mark.parametrize("kernel", kernels.BUILTIN)
-def test_mollified_sine_has_closed_form(kernel):
+def test_mollified_sine_has_closed_form(kernel, backend):
     f, x, a, w = sine_problem()
     eps = 0.3
-    stats = fm.mollify(f, x, kernel=kernel, eps=eps, n=3000, reduce="stats")
+    stats = fm.mollify(f, x, kernel=kernel, eps=eps, n=3000, reduce="stats", backend=backend)
     exact = a * w * torch.cos(w * x) * CHARACTERISTIC[kernel](w * eps)
     ok, worst = within_mc_error(stats, exact)
-    assert ok, f"{kernel}: {worst:.2f} standard errors off"
-    assert stats.n == 3000
+    assert ok, f"{kernel} on {backend}: {worst:.2f} standard errors off"
+    assert stats.n == 3000 and stats.backend == backend
 
 
 def test_mollify_eps_from_r_alpha_and_smoothgrad_sigma():
