@@ -250,7 +250,7 @@ def available_backends(device, include_reference: bool = True) -> list[str]:
 
 def make_runner(setup: Setup, case: Case) -> Callable[[int], object]:
     """A callable ``run(k)`` that runs ``case`` once on input batch ``k``."""
-    model, lo, hi, sigma = setup.model, setup.lo, setup.hi, setup.sigma
+    model, sigma = setup.model, setup.sigma
     if case.impl == "floor":
         from fastmollify import engine
 

@@ -36,8 +36,6 @@ def _threads(n):
 # --- demo -------------------------------------------------------------------------------------------
 
 def demo(args) -> int:
-    import torch
-
     from . import compose, data, methods, models, viz
 
     _threads(args.threads)

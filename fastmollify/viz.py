@@ -31,6 +31,16 @@ def _plt():
     return plt
 
 
+def _save(fig, path) -> Path:
+    """Lay out, write and close a figure; returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def _np(a) -> np.ndarray:
     if isinstance(a, torch.Tensor):
         a = a.detach().float().cpu().numpy()
@@ -120,12 +130,7 @@ def grid(images, maps: dict, path, signed=None, row_labels=None, title=None, cel
     axes[0, 0].set_title("image", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def save_overlay(path, image, attribution, signed=None, title=None):
@@ -133,12 +138,7 @@ def save_overlay(path, image, attribution, signed=None, title=None):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     overlay(ax, image, attribution, signed=signed, title=title, colorbar=True)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def loglog(series: dict, path, xlabel: str, ylabel: str, title=None, reference_slope: float | None = -0.5):
@@ -161,9 +161,4 @@ def loglog(series: dict, path, xlabel: str, ylabel: str, title=None, reference_s
         ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -28,7 +28,6 @@ Tolerances (float32 math, ``EPS32 = 2**-23``):
 """
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys

@@ -247,7 +247,7 @@ def test_user_kernel_of_the_other_jit_kind():
     from triton.runtime.interpreter import InterpretedFunction
 
     other = triton.runtime.JITFunction if backend._interpreting() else InterpretedFunction
-    kernel = kernels.register("laplace_other_kind", density=_laplace_density, inverse_cdf=_laplace_inverse_cdf,
+    kernels.register("laplace_other_kind", density=_laplace_density, inverse_cdf=_laplace_inverse_cdf,
                               triton_inverse_cdf=other(_laplace_triton.fn), replace=True)
     try:
         x = torch.randn(2, 12, device=DEVICE)
