@@ -74,10 +74,7 @@ def main(argv=None) -> list[dict]:
         rows += common.run_cases(SCRIPT, setup, list(cases(n, chunk, backends, reference_max_n, not args.no_peers)),
                                  repeats, budget, args.fresh_process, verbose=not args.quiet)
         common.write_rows(rows, SCRIPT, device, args.out)
-    path = common.write_rows(rows, SCRIPT, device, args.out)
-    if not args.no_plot:
-        plot(rows, path.with_suffix(".png"))
-    return rows
+    return common.finish(rows, SCRIPT, device, args, plot)
 
 
 def plot(rows, path) -> None:

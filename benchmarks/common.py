@@ -747,6 +747,14 @@ def device_tag(device) -> str:
     return "gpu" if torch.device(device).type == "cuda" else "cpu"
 
 
+def finish(rows: list, script: str, device, args, plot: Callable) -> list:
+    """Write a script's rows (and, unless ``--no-plot``, its PNG next to them); returns the rows."""
+    path = write_rows(rows, script, device, args.out)
+    if not args.no_plot:
+        plot(rows, path.with_suffix(".png"))
+    return rows
+
+
 def write_rows(rows: Sequence[dict], script: str, device, out: Optional[Path] = None) -> Path:
     """Write ``<out>/<script>_<cpu|gpu>.json`` and ``.csv``; returns the JSON path."""
     out = Path(out or RESULTS)
