@@ -74,7 +74,11 @@ def _extensions():
              f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '<detected>')})")
 
     def make(cuda):
-        cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas"]
+        # -fno-math-errno / -fno-trapping-math change no computed value (every op still rounds
+        # separately: no -ffast-math, no contraction); they let GCC if-convert and vectorise the
+        # noise loops (sqrtf without an errno branch, a division speculated past a select).
+        cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-Wall",
+               "-Wno-unknown-pragmas"]
         kwargs = dict(name="fastmollify._C", sources=list(CPU_SOURCES), include_dirs=[os.path.join(HERE, "csrc")],
                       extra_link_args=["-fopenmp"])
         if not cuda:

@@ -5,13 +5,14 @@
 // acc_t is float for float32/float16/bfloat16 data and double for float64 data. Constants
 // are rounded to acc_t exactly as PyTorch rounds a Python float scalar against a tensor of
 // dtype acc_t, so the reference backend's arithmetic is reproduced operation by operation;
-// only the transcendental functions (libm on the host, CUDA's libdevice on the GPU,
-// SLEEF in PyTorch's CPU kernels) may differ by an ulp or so.
+// only the transcendental functions (fastmath.h for float on the host, libm for double,
+// CUDA's libdevice on the GPU, SLEEF in PyTorch's CPU kernels) may differ by an ulp or so.
 #pragma once
 #include <math.h>
 
 #include <cstdint>
 
+#include "fastmath.h"
 #include "macros.h"
 #include "philox.h"
 
@@ -29,19 +30,40 @@ enum KernelId : int {
 
 constexpr double kPi = 3.141592653589793;
 
-// Math on acc_t (float or double): one overload set usable on host and device.
-FM_HOST_DEVICE FM_INLINE float fm_log(float x) { return ::logf(x); }
+// Math on acc_t (float or double): one overload set usable on host and device. Host float
+// uses the vectorisable formulas of fastmath.h (those of the Triton backend); device float uses
+// CUDA's libdevice; double uses libm / libdevice.
 FM_HOST_DEVICE FM_INLINE double fm_log(double x) { return ::log(x); }
-FM_HOST_DEVICE FM_INLINE float fm_log1p(float x) { return ::log1pf(x); }
-FM_HOST_DEVICE FM_INLINE double fm_log1p(double x) { return ::log1p(x); }
+FM_HOST_DEVICE FM_INLINE double fm_log1m(double v) { return ::log1p(-v); }  // log(1 - v)
+// log u for u in (v, upper) form (noise.py): log(1 - v) when upper, else log(v).
+FM_HOST_DEVICE FM_INLINE double fm_log_uniform(double v, bool upper) { return upper ? ::log1p(-v) : ::log(v); }
 FM_HOST_DEVICE FM_INLINE float fm_sqrt(float x) { return ::sqrtf(x); }
 FM_HOST_DEVICE FM_INLINE double fm_sqrt(double x) { return ::sqrt(x); }
-FM_HOST_DEVICE FM_INLINE float fm_sin(float x) { return ::sinf(x); }
-FM_HOST_DEVICE FM_INLINE double fm_sin(double x) { return ::sin(x); }
-FM_HOST_DEVICE FM_INLINE float fm_cos(float x) { return ::cosf(x); }
-FM_HOST_DEVICE FM_INLINE double fm_cos(double x) { return ::cos(x); }
-FM_HOST_DEVICE FM_INLINE float fm_tan(float x) { return ::tanf(x); }
+FM_HOST_DEVICE FM_INLINE void fm_sincos(double a, double* s, double* c) {
+  *s = ::sin(a);
+  *c = ::cos(a);
+}
 FM_HOST_DEVICE FM_INLINE double fm_tan(double x) { return ::tan(x); }
+#ifdef FM_DEVICE_CODE
+FM_HOST_DEVICE FM_INLINE float fm_log(float x) { return ::logf(x); }
+FM_HOST_DEVICE FM_INLINE float fm_log1m(float v) { return ::log1pf(-v); }
+FM_HOST_DEVICE FM_INLINE float fm_log_uniform(float v, bool upper) { return upper ? ::log1pf(-v) : ::logf(v); }
+FM_HOST_DEVICE FM_INLINE void fm_sincos(float a, float* s, float* c) {
+  *s = ::sinf(a);
+  *c = ::cosf(a);
+}
+FM_HOST_DEVICE FM_INLINE float fm_tan(float x) { return ::tanf(x); }
+#else
+FM_HOST_DEVICE FM_INLINE float fm_log(float x) { return fast_logf(x); }
+FM_HOST_DEVICE FM_INLINE float fm_log1m(float v) { return fast_log1mf(v); }
+FM_HOST_DEVICE FM_INLINE float fm_log_uniform(float v, bool upper) { return fast_log_uniformf(v, upper); }
+FM_HOST_DEVICE FM_INLINE void fm_sincos(float a, float* s, float* c) { fast_sincosf(a, s, c); }
+FM_HOST_DEVICE FM_INLINE float fm_tan(float x) {
+  float s, c;
+  fast_sincosf(x, &s, &c);
+  return s / c;
+}
+#endif
 
 // Rounded product and sum that the compiler may not fuse into an FMA (nvcc contracts by
 // default; the host build uses -ffp-contract=off). PyTorch rounds each op separately.
@@ -91,13 +113,14 @@ template <typename acc_t>
 FM_HOST_DEVICE FM_INLINE acc_t magnitude(int kernel, acc_t v) {
   switch (kernel) {
     case kPoisson: {  // Cauchy: cos(pi v) / sin(pi v)
-      const acc_t angle = static_cast<acc_t>(kPi) * v;
-      return fm_cos(angle) / fm_sin(angle);
+      acc_t s, c;
+      fm_sincos(static_cast<acc_t>(kPi) * v, &s, &c);
+      return c / s;
     }
     case kHyperbolic:  // -(2/pi) log(tan((pi/2) v))
       return static_cast<acc_t>(-(2.0 / kPi)) * fm_log(fm_tan(static_cast<acc_t>(kPi / 2.0) * v));
     case kSigmoid:  // logistic: log(1 - v) - log(v)
-      return fm_log1p(-v) - fm_log(v);
+      return fm_log1m(v) - fm_log(v);
     default:  // kRectangular: 1 - 2v (exact)
       return static_cast<acc_t>(1) - static_cast<acc_t>(2) * v;
   }
@@ -106,11 +129,10 @@ FM_HOST_DEVICE FM_INLINE acc_t magnitude(int kernel, acc_t v) {
 // Box-Muller on one pair (u_a, u_b) in (v, upper) form (noise.box_muller).
 template <typename acc_t>
 FM_HOST_DEVICE FM_INLINE void box_muller(acc_t v_a, bool upper_a, acc_t v_b, bool upper_b, acc_t* z0, acc_t* z1) {
-  const acc_t log_u = upper_a ? fm_log1p(-v_a) : fm_log(v_a);
+  const acc_t log_u = fm_log_uniform(v_a, upper_a);
   const acc_t radius = fm_sqrt(static_cast<acc_t>(-2) * log_u);
-  const acc_t angle = static_cast<acc_t>(2.0 * kPi) * v_b;
-  const acc_t sin_angle = fm_sin(angle);
-  const acc_t cos_angle = fm_cos(angle);
+  acc_t sin_angle, cos_angle;
+  fm_sincos(static_cast<acc_t>(2.0 * kPi) * v_b, &sin_angle, &cos_angle);
   *z0 = radius * cos_angle;
   *z1 = radius * (upper_b ? -sin_angle : sin_angle);
 }

@@ -19,9 +19,10 @@ FM_HOST_DEVICE FM_INLINE uint32_t mulhilo32(uint32_t a, uint32_t b, uint32_t* hi
   return static_cast<uint32_t>(product);
 }
 
-// Ten rounds on counter (c0, c1, c2, c3) with key (k0, k1); writes the four output words.
-FM_HOST_DEVICE FM_INLINE void philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
-                                            uint32_t k0, uint32_t k1, uint32_t out[4]) {
+// Ten rounds on counter (c0, c1, c2, c3) with key (k0, k1); the four output words replace the
+// counter words (scalars only, so that a loop over counters vectorises on the host).
+FM_HOST_DEVICE FM_INLINE void philox4x32_10_inplace(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3,
+                                                    uint32_t k0, uint32_t k1) {
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
@@ -40,6 +41,12 @@ FM_HOST_DEVICE FM_INLINE void philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c
     c2 = n2;
     c3 = lo0;
   }
+}
+
+// Ten rounds on counter (c0, c1, c2, c3) with key (k0, k1); writes the four output words.
+FM_HOST_DEVICE FM_INLINE void philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
+                                            uint32_t k0, uint32_t k1, uint32_t out[4]) {
+  philox4x32_10_inplace(c0, c1, c2, c3, k0, k1);
   out[0] = c0;
   out[1] = c1;
   out[2] = c2;

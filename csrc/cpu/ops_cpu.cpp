@@ -1,8 +1,12 @@
 // CPU backend: OpenMP loops over the shared core (csrc/core), registered for DispatchKey CPU.
 //
-// perturb / perturb_weights: parallel over tasks = (sample, example, block of groups); a task
-// first draws the noise of its block (one Philox call per group of four elements) into a small
-// buffer, then runs a simple element loop that the compiler vectorises.
+// perturb / perturb_weights: parallel over tasks = (sample, example, block of groups). For float
+// math (float32/float16/bfloat16 data) a task runs three loops that vectorise: Philox words of
+// its block into a small uint32 buffer (one call per group of four elements), words -> noise z
+// (core/fastmath.h formulas) into a float buffer, then out = x + sigma z. The float32 hot loops
+// are compiled twice (GCC target_clones: x86-64-v3 = AVX2/FMA, and the baseline), picked at load
+// time, so the library still runs on machines without AVX2; -ffp-contract=off keeps every op
+// rounded separately on both. float64 data keeps the scalar per-group path (libm).
 // accumulate: parallel over blocks of elements; the running mean/m2 of a block stay in L1
 // while the S gradient rows stream through; the per-sample weight / running-total ratio is
 // hoisted out of the element loop (core::welford_advance, once per sample).
@@ -11,6 +15,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../ops.h"
@@ -28,6 +33,101 @@ void parallel_tasks(int64_t tasks, int64_t work, const F& body) {
   const int threads = work < kSerialWork || tasks < 2 ? 1 : std::max(1, at::get_num_threads());
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t t = 0; t < tasks; ++t) body(t);
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FM_CLONES
+#endif
+
+// Philox words of groups [g0, g0 + n) of row (sample, example, stream) into words[4 n].
+FM_CLONES void philox_block(uint32_t key0, uint32_t key1, uint32_t g0, int n, uint32_t sample, uint32_t example,
+                            uint32_t stream, uint32_t* __restrict__ words) {
+#pragma omp simd
+  for (int i = 0; i < n; ++i) {
+    uint32_t c0 = g0 + static_cast<uint32_t>(i), c1 = sample, c2 = example, c3 = stream;
+    core::philox4x32_10_inplace(c0, c1, c2, c3, key0, key1);
+    words[4 * i + 0] = c0;
+    words[4 * i + 1] = c1;
+    words[4 * i + 2] = c2;
+    words[4 * i + 3] = c3;
+  }
+}
+
+// Noise samples (scale 1) of `kernel` for n words (n a multiple of 4: whole groups).
+FM_CLONES void noise_block(int kernel, const uint32_t* __restrict__ words, int n, float* __restrict__ z) {
+  if (kernel == core::kGaussian) {
+#pragma omp simd
+    for (int i = 0; i < n / 2; ++i) {
+      float va, vb;
+      bool ua, ub;
+      core::symmetric_uniform<float>(words[2 * i], &va, &ua);
+      core::symmetric_uniform<float>(words[2 * i + 1], &vb, &ub);
+      core::box_muller<float>(va, ua, vb, ub, &z[2 * i], &z[2 * i + 1]);
+    }
+    return;
+  }
+  switch (kernel) {
+#define FM_SYMMETRIC_LOOP(K)                                   \
+  case K:                                                      \
+    _Pragma("omp simd") for (int i = 0; i < n; ++i) {          \
+      float v;                                                 \
+      bool up;                                                 \
+      core::symmetric_uniform<float>(words[i], &v, &up);       \
+      const float m = core::magnitude<float>(K, v);            \
+      z[i] = up ? m : -m;                                      \
+    }                                                          \
+    break;
+    FM_SYMMETRIC_LOOP(core::kPoisson)
+    FM_SYMMETRIC_LOOP(core::kHyperbolic)
+    FM_SYMMETRIC_LOOP(core::kSigmoid)
+    FM_SYMMETRIC_LOOP(core::kRectangular)
+#undef FM_SYMMETRIC_LOOP
+    default:
+      break;
+  }
+}
+
+// Noise z (float) of the groups [g0, g1) of a row into z[4 (g1 - g0)].
+template <typename acc_t>
+void noise_groups(int kernel, uint32_t key0, uint32_t key1, int64_t g0, int64_t g1, uint32_t sample,
+                  uint32_t example, uint32_t stream, acc_t* z) {
+  if constexpr (std::is_same<acc_t, float>::value) {
+    uint32_t words[4 * kBlockGroups];
+    const int n = static_cast<int>(g1 - g0);
+    philox_block(key0, key1, static_cast<uint32_t>(g0), n, sample, example, stream, words);
+    noise_block(kernel, words, 4 * n, z);
+  } else {
+    for (int64_t g = g0; g < g1; ++g)
+      core::noise4<acc_t>(kernel, key0, key1, static_cast<uint32_t>(g), sample, example, stream, z + 4 * (g - g0));
+  }
+}
+
+// float32 out[i] = x[i] + sigma z[i] (clamped when clip) for i in [0, n).
+FM_CLONES void perturb_row_f32(int mode, bool clip, float scale, const float* __restrict__ x,
+                               const float* __restrict__ lo, const float* __restrict__ hi, int64_t lo_stride,
+                               int64_t hi_stride, const float* __restrict__ z, float* __restrict__ out, int64_t n) {
+  if (mode == core::kFixed && !clip) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = core::fm_add(x[i], core::fm_mul(scale, z[i]));
+    return;
+  }
+  if (lo_stride == 1 && hi_stride == 1) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = core::perturb_value<float>(mode, clip, scale, x[i], lo[i], hi[i], z[i]);
+    return;
+  }
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = core::perturb_value<float>(mode, clip, scale, x[i], lo[i * lo_stride], hi[i * hi_stride], z[i]);
+}
+
+// float32 out[i] = clean[i] (1 + sigma z[i]) for i in [0, n).
+FM_CLONES void weights_row_f32(float sigma, const float* __restrict__ clean, const float* __restrict__ z,
+                               float* __restrict__ out, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] = core::weight_value<float>(clean[i], sigma, z[i]);
 }
 
 template <typename scalar_t, int KERNEL>
@@ -51,14 +151,17 @@ void perturb_impl(const at::Tensor& x, const at::Tensor& out, const float* lo, c
     const uint32_t sample = p.sample_start + static_cast<uint32_t>(s);
     const uint32_t example = p.example_offset + static_cast<uint32_t>(b);
     acc_t z[4 * kBlockGroups];
-    for (int64_t g = g0; g < g1; ++g)
-      core::noise4<acc_t>(KERNEL, p.key0, p.key1, static_cast<uint32_t>(g), sample, example, p.stream,
-                          z + 4 * (g - g0));
+    noise_groups<acc_t>(KERNEL, p.key0, p.key1, g0, g1, sample, example, p.stream, z);
     const int64_t e0 = 4 * g0, e1 = std::min(D, 4 * g1);
     const scalar_t* xr = xs + b * D;
     scalar_t* orow = os + (s * B + b) * D;
     const int mode = p.sigma_mode;
     const bool clip = p.clip;
+    if constexpr (std::is_same<scalar_t, float>::value) {
+      perturb_row_f32(mode, clip, scale, xr + e0, lo_p + e0 * lo_stride, hi_p + e0 * hi_stride, lo_stride, hi_stride,
+                      z, orow + e0, e1 - e0);
+      return;
+    }
     for (int64_t e = e0; e < e1; ++e) {
       const acc_t value = core::perturb_value<acc_t>(mode, clip, scale, static_cast<acc_t>(xr[e]),
                                                      static_cast<acc_t>(lo_p[e * lo_stride]),
@@ -147,10 +250,12 @@ void perturb_weights_impl(const at::Tensor& clean, const at::Tensor& out, const 
   parallel_tasks(blocks, D, [&](int64_t t) {
     const int64_t g0 = t * kBlockGroups, g1 = std::min(groups, g0 + kBlockGroups);
     acc_t z[4 * kBlockGroups];
-    for (int64_t g = g0; g < g1; ++g)
-      core::noise4<acc_t>(core::kGaussian, p.key0, p.key1, static_cast<uint32_t>(g), p.draw, p.index,
-                          /*stream=*/1u, z + 4 * (g - g0));
+    noise_groups<acc_t>(core::kGaussian, p.key0, p.key1, g0, g1, p.draw, p.index, /*stream=*/1u, z);
     const int64_t e0 = 4 * g0, e1 = std::min(D, 4 * g1);
+    if constexpr (std::is_same<scalar_t, float>::value) {
+      weights_row_f32(sigma, cs + e0, z, os + e0, e1 - e0);
+      return;
+    }
     for (int64_t e = e0; e < e1; ++e)
       os[e] = static_cast<scalar_t>(core::weight_value<acc_t>(static_cast<acc_t>(cs[e]), sigma, z[e - e0]));
   });
