@@ -41,8 +41,8 @@ void parallel_tasks(int64_t tasks, int64_t work, const F& body) {
 #define FM_CLONES
 #endif
 
-// Philox words of groups [g0, g0 + n) of row (sample, example, stream) into words[4 n].
-FM_CLONES void philox_block(uint32_t key0, uint32_t key1, uint32_t g0, int n, uint32_t sample, uint32_t example,
+// Philox words of groups [g0, g0 + n) of row (sample, example, stream) into words[4 n]: portable loop.
+FM_CLONES void philox_block_scalar(uint32_t key0, uint32_t key1, uint32_t g0, int n, uint32_t sample, uint32_t example,
                             uint32_t stream, uint32_t* __restrict__ words) {
 #pragma omp simd
   for (int i = 0; i < n; ++i) {
@@ -53,6 +53,35 @@ FM_CLONES void philox_block(uint32_t key0, uint32_t key1, uint32_t g0, int n, ui
     words[4 * i + 2] = c2;
     words[4 * i + 3] = c3;
   }
+}
+
+#if defined(FM_PHILOX_AVX2)
+// The same words, eight groups at a time in AVX2 registers (core::philox4x32_10_x8).
+__attribute__((target("avx2"))) void philox_block_avx2(uint32_t key0, uint32_t key1, uint32_t g0, int n,
+                                                       uint32_t sample, uint32_t example, uint32_t stream,
+                                                       uint32_t* __restrict__ words) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    core::philox4x32_10_x8(g0 + static_cast<uint32_t>(i), sample, example, stream, key0, key1, words + 4 * i);
+  if (i < n) philox_block_scalar(key0, key1, g0 + static_cast<uint32_t>(i), n - i, sample, example, stream, words + 4 * i);
+}
+
+bool have_avx2() {
+  static const bool have = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return have;
+}
+#endif
+
+// Philox words of groups [g0, g0 + n) of row (sample, example, stream) into words[4 n].
+void philox_block(uint32_t key0, uint32_t key1, uint32_t g0, int n, uint32_t sample, uint32_t example,
+                  uint32_t stream, uint32_t* __restrict__ words) {
+#if defined(FM_PHILOX_AVX2)
+  if (have_avx2()) return philox_block_avx2(key0, key1, g0, n, sample, example, stream, words);
+#endif
+  philox_block_scalar(key0, key1, g0, n, sample, example, stream, words);
 }
 
 // Noise samples (scale 1) of `kernel` for n words (n a multiple of 4: whole groups).
