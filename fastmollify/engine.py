@@ -150,7 +150,9 @@ def guard_model(model, weight_indices: Sequence[int] = ()):
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
         for index, p, clean in noisy:
-            if not torch.allclose(p.detach(), clean, rtol=0, atol=0, equal_nan=True):
+            restored = torch.equal(p.detach(), clean) or torch.allclose(p.detach(), clean, rtol=0, atol=0,
+                                                                        equal_nan=True)  # NaN weights
+            if not restored:
                 raise RuntimeError(f"parameter {index} could not be restored to its clean value")
 
 
