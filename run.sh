@@ -30,6 +30,8 @@ case "$command" in
     test)
         # the compiled CPU backend and the Triton interpreter must serve here: a failed build fails the tests
         export FASTMOLLIFY_REQUIRE_BACKENDS="${FASTMOLLIFY_REQUIRE_BACKENDS:-cpu,triton}"
+        # where a CUDA toolkit exists the CUDA part must have compiled too (even with no GPU to run it)
+        if [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then export FASTMOLLIFY_EXPECT_CUDA_BUILD=1; fi
         exec "$PY" -m pytest -q "$@" ;;
     *)
         exec "$PY" -m fastmollify "$command" "$@" ;;

@@ -496,3 +496,13 @@ def test_extension_import_failure_degrades_gracefully():
     result = subprocess.run([sys.executable, "-c", _IMPORT_FAILURE_SCRIPT], capture_output=True, text=True,
                             timeout=300, env={**os.environ, "FASTMOLLIFY_DEBUG_EXTENSION": "0"})
     assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
+
+
+def test_cuda_part_was_compiled_where_a_toolkit_exists():
+    """CI sets FASTMOLLIFY_EXPECT_CUDA_BUILD=1 where nvcc exists, so a CUDA source that stops
+    compiling (setup.py then quietly falls back to a CPU-only build) fails the suite."""
+    if os.environ.get("FASTMOLLIFY_EXPECT_CUDA_BUILD") != "1":
+        pytest.skip("FASTMOLLIFY_EXPECT_CUDA_BUILD is not set (no CUDA toolkit expected here)")
+    from fastmollify import _C
+
+    assert _C.WITH_CUDA == 1, "fastmollify._C was built without its CUDA part: see the pip install log"
