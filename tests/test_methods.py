@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 import torch
 from scipy import integrate, stats as sstats
 
@@ -253,3 +254,19 @@ def test_gradient_dtype_and_channels_last():
     assert torch.allclose(a, b, atol=1e-6)
     half = fm.smoothgrad(model.double(), x.double(), target=1, n=8, bounds=(0, 1))
     assert half.dtype == torch.float64 and torch.allclose(half.float(), a, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 12), chunk=st.integers(1, 12), split=st.integers(1, 4), seed=st.integers(0, 2**64 - 1),
+       kernel=st.sampled_from(kernels.BUILTIN))
+def test_property_any_chunking_and_split_gives_the_same_map(n, chunk, split, seed, kernel):
+    """Hypothesis: for any n, chunk size, batch split and seed, the map is the one-chunk map."""
+    x = torch.linspace(-1, 1, 5 * 7).reshape(5, 7)
+    f = lambda t: (torch.sin(3 * t) * t).sum(1)  # noqa: E731
+    common = dict(kernel=kernel, eps=0.2, n=n, seed=seed)
+    whole = fm.mollify(f, x, chunk_size=n, **common)
+    chunked = fm.mollify(f, x, chunk_size=chunk, **common)
+    pieces = torch.cat([fm.mollify(f, x[:split], chunk_size=chunk, **common),
+                        fm.mollify(f, x[split:], example_offset=split, **common)])
+    assert torch.allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(pieces, whole, rtol=1e-5, atol=1e-6)
