@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from . import methods
+from . import checks, methods
 from .stats import Stats
 
 __all__ = ["integrated_gradients", "gradient_x_input", "INNER_METHODS"]
@@ -53,8 +53,7 @@ def _finish(mean, var_of_mean, n, reduce, dtype, stats_like: Stats):
 
 
 def _check_reduce(reduce):
-    if reduce not in ("mean", "stats"):
-        raise ValueError(f"reduce must be 'mean' or 'stats' for composed methods, got {reduce!r}")
+    checks.choice("reduce", reduce, ("mean", "stats"))
 
 
 def gradient_x_input(model, inputs, target=None, *, inner="smoothgrad", reduce: str = "mean", **inner_options):
@@ -79,9 +78,7 @@ def integrated_gradients(model, inputs, target=None, *, inner="smoothgrad", step
     """
     x = _tensor(inputs, "integrated_gradients")
     _check_reduce(reduce)
-    steps = int(steps)
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = checks.positive_int("steps", int(steps))
     x0 = torch.zeros_like(x) if baseline is None else torch.as_tensor(baseline, dtype=x.dtype,
                                                                       device=x.device).expand_as(x)
     b = x.shape[0]

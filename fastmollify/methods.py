@@ -21,7 +21,6 @@ buffers and the train/eval mode are as they were after every call, even one that
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -38,9 +37,13 @@ COMMON_OPTIONS = ("seed", "chunk_size", "reduce", "backend", "output", "addition
 
 
 def adaptive_scale(c: float) -> float:
-    """AdaptGrad's ``1 / (sqrt(2) erfinv(c))``: sigma_j = scale * distance to the nearer bound."""
+    """AdaptGrad's ``1 / (sqrt(2) erfinv(c))``: sigma_j = scale * distance to the nearer bound.
+
+    This is the Gaussian's eps for coverage ``c`` within ``+-1``: each element's sigma is
+    ``eps_from(r=distance to the nearer bound, alpha=c)``.
+    """
     checks.open_unit("c", c, " (the probability that a sample stays within the bounds)")
-    return 1.0 / (math.sqrt(2.0) * float(torch.erfinv(torch.tensor(c, dtype=torch.float64))))
+    return kernels.get("gaussian").eps_from(1.0, c)
 
 
 def _per_input(name: str, value, count: int) -> tuple:

@@ -26,6 +26,8 @@ from typing import Optional
 
 import torch
 
+from . import checks
+
 __all__ = ["sparseness", "gini", "complexity", "spearman", "rank", "consistency", "invariance",
            "attribution_localisation", "pointing_game", "deletion_curve", "insertion_curve", "auc",
            "insertion_deletion", "blur"]
@@ -201,9 +203,7 @@ def _curve(model, images, maps, target, steps, start, fill, output, batch_size, 
     if images.dim() < 3:
         raise ValueError(f"images must be [B, C, ...], got shape {tuple(images.shape)}")
     b = images.shape[0]
-    steps = int(steps)
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = checks.positive_int("steps", int(steps))
     a = _flat(maps, channel_dim).to(images.device)
     if channel_dim is None:
         pixel_shape = images.shape[1:]
