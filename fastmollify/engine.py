@@ -4,9 +4,10 @@ Per chunk of S samples: ``perturb`` writes the noisy copies of the B examples in
 buffer, one forward and one backward of the model on that buffer give the input gradients,
 and ``accumulate`` folds them into float32 running statistics. Peak memory is set by the
 chunk, never by N. Weight noise (NoiseGrad, FusionGrad) wraps the loop: each draw writes
-perturbed weights from a saved clean copy; the clean weights are put back, and checked,
-whatever happens. The noise of sample s of example b depends only on (seed, s, b), so the
-result does not depend on the chunk size, the batch split or the backend.
+perturbed weights from the clean ones into a buffer the parameters point at for the call; the
+clean tensors are never written, and the parameters point back at them whatever happens. The
+noise of sample s of example b depends only on (seed, s, b), so the result does not depend on
+the chunk size, the batch split or the backend.
 """
 from __future__ import annotations
 
@@ -119,12 +120,24 @@ def _has_random_or_batch_layers(module: torch.nn.Module) -> bool:
     return any(isinstance(m, kinds) for m in module.modules())
 
 
+@dataclass
+class NoisyWeight:
+    """One parameter under weight noise: its clean tensor, kept aside, and the buffer it points to."""
+
+    index: int  # position in model.parameters(): the weight stream's index
+    param: torch.nn.Parameter
+    clean: torch.Tensor  # the parameter's own tensor; never written
+    noisy: torch.Tensor  # the parameter's data during the call; each draw rewrites it from ``clean``
+
+
 @contextlib.contextmanager
 def guard_model(model, weight_indices: Sequence[int] = ()):
     """Switch parameters' requires_grad off for the call and put everything back after.
 
-    Yields the parameters named by ``weight_indices`` with their clean copies. On exit, even
-    on an exception or KeyboardInterrupt, the clean weights are written back and checked,
+    Yields a ``NoisyWeight`` for each parameter named by ``weight_indices``: for the call, the
+    parameter points at a fresh buffer (``param.data = noisy``) while its clean tensor waits
+    untouched, so putting it back costs no copy and is exact by construction. On exit, even on
+    an exception or KeyboardInterrupt, the parameters point at their clean tensors again (checked),
     buffers are restored when the model ran in train mode, and requires_grad flags return.
     """
     module = model if isinstance(model, torch.nn.Module) else None
@@ -136,24 +149,26 @@ def guard_model(model, weight_indices: Sequence[int] = ()):
             warnings.warn("the model is in train mode and has dropout or batch-norm layers: its maps are random "
                           "and batch-dependent; call model.eval() first unless you mean it", stacklevel=4)
         buffers = [(b, b.detach().clone()) for b in module.buffers()]
-    noisy = [(index, params[index], params[index].detach().clone()) for index in weight_indices]
+    noisy = []
     try:
         for p in params:
             p.requires_grad_(False)
+        for index in weight_indices:
+            p = params[index]
+            noisy.append(NoisyWeight(index, p, p.data, torch.empty_like(p.data)))
+            p.data = noisy[-1].noisy
         yield noisy
     finally:
+        for weight in noisy:
+            weight.param.data = weight.clean
         with torch.no_grad():
-            for _, p, clean in noisy:
-                p.copy_(clean)
             for b, saved in buffers:
                 b.copy_(saved)
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
-        for index, p, clean in noisy:
-            restored = torch.equal(p.detach(), clean) or torch.allclose(p.detach(), clean, rtol=0, atol=0,
-                                                                        equal_nan=True)  # NaN weights
-            if not restored:
-                raise RuntimeError(f"parameter {index} could not be restored to its clean value")
+        for weight in noisy:
+            if weight.param.data_ptr() != weight.clean.data_ptr() or weight.param.shape != weight.clean.shape:
+                raise RuntimeError(f"parameter {weight.index} could not be restored to its clean tensor")
 
 
 class _Run:
@@ -252,10 +267,10 @@ def run(objective: Objective, inputs: Sequence[torch.Tensor], plan: Plan, model=
                unit="sample", leave=False, desc="fastmollify")
     try:
         with guard_model(model, weight_indices) as noisy_weights:
+            weight_backends = [dispatch.select(plan.backend, w.clean.device, w.clean.dtype) for w in noisy_weights]
             for draw in range(draws):
-                for index, param, clean in noisy_weights:
-                    backend = dispatch.select(plan.backend, param.device, param.dtype)
-                    backend.perturb_weights(clean, param.data, seed=plan.seed, draw=draw, index=index,
+                for weight, backend in zip(noisy_weights, weight_backends):
+                    backend.perturb_weights(weight.clean, weight.noisy, seed=plan.seed, draw=draw, index=weight.index,
                                             sigma=plan.weight_sigma)
                 if plan.include_clean or plan.noises is None:
                     state.accumulate(state.gradients(1, 0, clean=True), 1)

@@ -89,10 +89,12 @@ def _bounds(x: torch.Tensor, bounds, name: str):
 
 
 def _check_within(x: torch.Tensor, lo, hi, name: str) -> None:
-    flat = x.detach().reshape(x.shape[0], -1).float()
-    if not ((flat >= lo) & (flat <= hi)).all():
-        raise ValueError(f"{name} has values outside bounds [lo, hi] (its range is [{float(flat.min()):.4g}, "
-                         f"{float(flat.max()):.4g}]): widen bounds or clamp the inputs into them")
+    """Refuse inputs outside [lo, hi]: one pass for the per-element extremes over the batch."""
+    flat = x.detach().reshape(x.shape[0], -1)
+    low, high = torch.aminmax(flat, dim=0) if lo.numel() > 1 else torch.aminmax(flat)
+    if not ((low.float() >= lo) & (high.float() <= hi)).all():
+        raise ValueError(f"{name} has values outside bounds [lo, hi] (its range is [{float(low.min()):.4g}, "
+                         f"{float(high.max()):.4g}]): widen bounds or clamp the inputs into them")
 
 
 def _gaussian_noise(x, k, name, sigma, noise_level, bounds, clip=False):

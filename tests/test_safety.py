@@ -41,6 +41,8 @@ BAD_CALLS = [
     (lambda m: fm.adaptgrad(m, X, 0, bounds=(1, 0)), ValueError, "lo must be < hi"),
     (lambda m: fm.adaptgrad(m, X, 0, bounds=(0.2, 0.8)), ValueError, "outside bounds"),
     (lambda m: fm.clipgrad(m, X, 0, bounds=(0.5, 2.0)), ValueError, "outside bounds"),
+    (lambda m: fm.adaptgrad(m, X, 0, bounds=(torch.zeros(6), torch.ones(6).index_fill(0, torch.tensor([3]), 0.01))),
+     ValueError, "outside bounds"),
     (lambda m: fm.smoothgrad(m, X, 0, bounds=(torch.zeros(5), 1.0)), ValueError, "does not broadcast"),
     (lambda m: fm.smoothgrad(m, torch.ones(4, 6), 0), ValueError, "constant"),
     (lambda m: fm.smoothgrad(m, X, 3), ValueError, "target 3 is out of range"),
@@ -105,6 +107,40 @@ def test_weights_restored_after_a_normal_noisegrad_run():
     model = make_model()
     snap = snapshot(model)
     fm.fusiongrad(model, X, 1, m=3, n=2)
+    assert_unchanged(model, snap)
+
+
+def test_weight_noise_never_writes_the_clean_weights():
+    model = make_model()
+    original = [p.data for p in model.parameters()]  # aliases of the clean storage
+    saved = [t.clone() for t in original]
+    seen = []
+
+    def check(module, args, out):  # during the call: the layer computes with noisy weights, the clean stay clean
+        seen.append(not torch.equal(module.weight, saved[0]))
+        assert all(torch.equal(a, b) for a, b in zip(original, saved))
+
+    handle = model[0].register_forward_hook(check)
+    try:
+        fm.noisegrad(model, X, 1, m=3)
+    finally:
+        handle.remove()
+    assert seen == [True] * 3
+    assert all(p.data_ptr() == t.data_ptr() for p, t in zip(model.parameters(), original))
+
+
+def test_tied_weights_share_one_draw_and_come_back():
+    model = torch.nn.Sequential(torch.nn.Linear(6, 6, bias=False), torch.nn.Tanh(), torch.nn.Linear(6, 6, bias=False))
+    model[2].weight = model[0].weight
+    snap = snapshot(model)
+    tied = []
+    handle = model[2].register_forward_pre_hook(lambda module, args: tied.append(
+        model[0].weight is model[2].weight and not torch.equal(model[2].weight, snap[0]["0.weight"])))
+    try:
+        fm.noisegrad(model, X, 1, m=2)
+    finally:
+        handle.remove()
+    assert tied == [True, True]
     assert_unchanged(model, snap)
 
 
