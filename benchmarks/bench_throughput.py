@@ -55,6 +55,7 @@ def core_cases(n, chunk, m, fusion, backend):
 
 
 def other_method_cases(n, chunk, backend):
+    yield Case("floor", "floor", n=n, chunk=chunk)  # every pass times its own floor: ratios pair by round
     for method in INPUT_METHODS:
         if method != "smoothgrad":
             yield Case("fastmollify", method, n=n, chunk=chunk, backend=backend)
@@ -62,10 +63,13 @@ def other_method_cases(n, chunk, backend):
 
 def other_backend_cases(n, chunk, m, fusion, backend):
     fm, fn = fusion
+    yield Case("floor", "floor", n=n, chunk=chunk)
     for method in INPUT_METHODS:
         yield Case("fastmollify", method, n=n, chunk=chunk, backend=backend)
+    yield Case("floor", "floor-noisegrad", m=m, chunk=1)
     yield Case("fastmollify", "weight_writes", m=m, chunk=1, backend=backend)
     yield Case("fastmollify", "noisegrad", m=m, chunk=1, backend=backend)
+    yield Case("floor", "floor-fusiongrad", n=fn, m=fm, chunk=min(chunk, fn))
     yield Case("fastmollify", "fusiongrad", n=fn, m=fm, chunk=min(chunk, fn), backend=backend)
 
 
@@ -125,7 +129,8 @@ def main(argv=None) -> list[dict]:
 
 def plot(rows, path) -> None:
     plt = common.plt()
-    good = [r for r in rows if r["median_s"] is not None and r["method"] != "weight_writes"]
+    good = [r for r in common.without_repeated_floors(rows) if r["median_s"] is not None
+            and r["method"] != "weight_writes"]
     if plt is None or not good:
         return
     configs = sorted({(r["model"], r["dtype"], r["channels_last"]) for r in good})

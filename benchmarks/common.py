@@ -52,6 +52,7 @@ import contextlib
 import csv
 import ctypes
 import gc
+import itertools
 import json
 import math
 import os
@@ -82,7 +83,7 @@ ROW_FIELDS = (
     "script", "device", "device_type", "torch", "label", "impl", "backend", "method", "model", "dtype",
     "channels_last", "image", "B", "N", "n", "m", "chunk", "median_s", "p25_s", "p75_s", "min_s", "max_s",
     "spread", "repeats", "throughput", "peak_mem_bytes", "mem_method", "peak_rss_bytes", "floor_s", "ratio_to_floor",
-    "floor_mem_bytes", "mem_ratio_to_floor", "weights_bytes", "error", "commit", "timestamp")
+    "ratio_kind", "ratio_of_mins", "group", "floor_mem_bytes", "mem_ratio_to_floor", "weights_bytes", "error", "commit", "timestamp")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -580,9 +581,17 @@ def _backend_of(setup: Setup, case: Case):
         return case.backend, f"{type(error).__name__}: {error}"[:300]
 
 
+_GROUPS = itertools.count()
+
+
 def run_cases(script: str, setup: Setup, cases: Sequence[Case], repeats: int, budget: Optional[Budget] = None,
               fresh_process: bool = False, verbose: bool = True) -> list:
-    """Measure ``cases`` on ``setup`` (interleaved, or each in a fresh process) and return their rows."""
+    """Measure ``cases`` on ``setup`` (interleaved, or each in a fresh process) and return their rows.
+
+    Interleaved rows share a ``group`` id: their ``times_s`` are in round order, call r of one
+    case next to call r of the others, which is what makes paired ratios (``attach_ratios``) possible.
+    """
+    group = None if fresh_process else f"{os.getpid()}-{next(_GROUPS)}"
     backends = [_backend_of(setup, case) for case in cases]
     results: list = [Measure(error=why) if why else None for _, why in backends]
     todo = [i for i, r in enumerate(results) if r is None]
@@ -592,7 +601,7 @@ def run_cases(script: str, setup: Setup, cases: Sequence[Case], repeats: int, bu
     else:
         for i, result in zip(todo, measure_group(setup, [cases[i] for i in todo], repeats, budget)):
             results[i] = result
-    rows = [make_row(script, setup, case, backend, result)
+    rows = [make_row(script, setup, case, backend, result, group)
             for case, (backend, _), result in zip(cases, backends, results)]
     if verbose:
         for row in rows:
@@ -674,7 +683,7 @@ def commit() -> str:
     return _COMMIT
 
 
-def make_row(script: str, setup: Setup, case: Case, backend: str, result: Measure) -> dict:
+def make_row(script: str, setup: Setup, case: Case, backend: str, result: Measure, group: Optional[str] = None) -> dict:
     times = sorted(result.times)
     median = statistics.median(times) if times else None
     quartiles = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [median] * 3
@@ -687,11 +696,12 @@ def make_row(script: str, setup: Setup, case: Case, backend: str, result: Measur
         "n": case.n, "m": case.m, "chunk": case.chunk, "median_s": median,
         "p25_s": quartiles[0] if times else None, "p75_s": quartiles[2] if times else None,
         "min_s": times[0] if times else None, "max_s": times[-1] if times else None,
+        "times_s": list(result.times), "group": group,
         "spread": (quartiles[2] - quartiles[0]) / median if times and median else None,
         "repeats": len(times),
         "throughput": setup.spec.batch * samples / median if median else None,
         "peak_mem_bytes": result.peak, "mem_method": result.mem_method, "peak_rss_bytes": result.peak_rss,
-        "floor_s": None, "ratio_to_floor": None, "floor_mem_bytes": None, "mem_ratio_to_floor": None,
+        "floor_s": None, "ratio_to_floor": None, "ratio_kind": None, "ratio_of_mins": None, "floor_mem_bytes": None, "mem_ratio_to_floor": None,
         "weights_bytes": sum(p.numel() * p.element_size() for p in setup.model.parameters()),
         "error": result.error, "commit": commit(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -701,13 +711,30 @@ def _config_key(row: dict) -> tuple:
     return (row["script"], row["device"], row["model"], row["dtype"], row["channels_last"], row["image"], row["B"])
 
 
-def attach_ratios(rows: Sequence[dict]) -> None:
-    """Fill each row's floor time, ratio to the floor, and memory ratio, in place.
+def paired_ratio(row: dict, parts: Sequence[dict]) -> tuple[float, str]:
+    """``row``'s time over the summed time of ``parts``, and how it was formed.
 
-    Input-noise methods and the peers: the floor of the same N and chunk. NoiseGrad and FusionGrad
-    (ours and the authors'): the floor of the same draws (and chunks) plus the weight writes of
-    the row's backend (the authors' rows: the first compiled backend's writes); their memory
-    floor adds one copy of the model's weights (the clean weights every method must keep).
+    ``"paired"``: rows timed interleaved (one group, one call each per round) give the median over
+    rounds of ``t_row[r] / sum(t_part[r])``; calls made side by side see the same machine load, so
+    this ratio holds where absolute times drift (a shared CPU). Otherwise ``"medians"``: the ratio
+    of the medians.
+    """
+    series = [row.get("times_s") or []] + [p.get("times_s") or [] for p in parts]
+    if row.get("group") is not None and all(p.get("group") == row["group"] for p in parts) \
+            and series[0] and len({len(s) for s in series}) == 1:
+        return statistics.median(t / sum(rest) for t, *rest in zip(*series)), "paired"
+    return row["median_s"] / sum(p["median_s"] for p in parts), "medians"
+
+
+def attach_ratios(rows: Sequence[dict]) -> None:
+    """Fill each row's floor time, ratio to the floor (``paired_ratio``), and memory ratio, in place.
+
+    Input-noise methods and the peers: the floor of the same N and chunk, preferably from the
+    row's own interleaved group. NoiseGrad and FusionGrad (ours and the authors'): the floor of
+    the same draws (and chunks) plus the weight writes of the row's backend (the authors' rows:
+    the first compiled backend's writes); their memory floor adds one copy of the model's weights
+    (clean and noisy weights must both exist). ``ratio_of_mins`` is the same ratio from each
+    row's fastest call, the least disturbed one.
     """
     floors, writes = {}, {}
     for row in rows:
@@ -716,31 +743,51 @@ def attach_ratios(rows: Sequence[dict]) -> None:
         if row["impl"] == "floor":
             floors.setdefault((_config_key(row), row["method"], row["n"], row["m"]), []).append(row)
         elif row["method"] == "weight_writes":
-            writes.setdefault((_config_key(row), row["m"]), {})[row["backend"]] = row
+            writes.setdefault((_config_key(row), row["m"]), []).append(row)
+
+    def closest(candidates, row):  # same group first, then same chunk
+        return min(candidates, key=lambda c: (c.get("group") != row.get("group"), c["chunk"] != row["chunk"]),
+                   default=None)
+
     for row in rows:
         if row["median_s"] is None or row["impl"] == "floor" or row["method"] == "weight_writes":
             continue
         key = _config_key(row)
-        extra = 0.0
+        parts = []
         if row["method"] in WEIGHT_METHODS:
             n = row["n"] if row["method"] == "fusiongrad" else 1
-            candidates = floors.get((key, f"floor-{row['method']}", n, row["m"]), [])
-            by_backend = writes.get((key, row["m"]), {})
-            write = by_backend.get(row["backend"]) or next(
-                (by_backend[b] for b in ("cuda", "cpu", "triton", "reference") if b in by_backend), None)
-            extra = write["median_s"] if write else 0.0
+            floor = closest(floors.get((key, f"floor-{row['method']}", n, row["m"]), []), row)
+            by_backend = writes.get((key, row["m"]), [])
+            mine = [w for w in by_backend if w["backend"] == row["backend"]] or [
+                w for b in ("cuda", "cpu", "triton", "reference") for w in by_backend if w["backend"] == b]
+            write = closest(mine, row)
+            parts = [floor, write] if write else [floor]
         else:
-            candidates = floors.get((key, "floor", row["n"], 0), [])
-        floor = next((r for r in candidates if r["chunk"] == row["chunk"]), candidates[0] if candidates else None)
+            floor = closest(floors.get((key, "floor", row["n"], 0), []), row)
+            parts = [floor]
         if floor is None:
             continue
-        row["floor_s"] = floor["median_s"] + extra
-        row["ratio_to_floor"] = row["median_s"] / row["floor_s"]
+        row["floor_s"] = sum(p["median_s"] for p in parts)
+        row["ratio_to_floor"], row["ratio_kind"] = paired_ratio(row, parts)
+        row["ratio_of_mins"] = row["min_s"] / sum(p["min_s"] for p in parts)
         if floor["peak_mem_bytes"] and row["peak_mem_bytes"] is not None:
-            # weight noise keeps one clean copy of the weights (the authors' saved state_dict too)
+            # weight noise holds a second copy of the weights (our noisy buffer; the authors' saved state_dict)
             copy = row.get("weights_bytes") or 0 if row["method"] in WEIGHT_METHODS else 0
             row["floor_mem_bytes"] = floor["peak_mem_bytes"] + copy
             row["mem_ratio_to_floor"] = row["peak_mem_bytes"] / row["floor_mem_bytes"]
+
+
+def without_repeated_floors(rows: Sequence[dict]) -> list:
+    """The rows with each floor (and weight-write timing) once: later passes re-time them only to pair."""
+    seen, kept = set(), []
+    for row in rows:
+        if row["impl"] == "floor" or row["method"] == "weight_writes":
+            key = (_config_key(row), row["method"], row["n"], row["m"], row["chunk"], row["backend"])
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(row)
+    return kept
 
 
 def device_tag(device) -> str:

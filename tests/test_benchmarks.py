@@ -119,3 +119,33 @@ def test_cpu_peak_memory_counts_the_tensors():
 
 def test_gpu_suite_script_parses():
     subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_suite.sh")], check=True)
+
+
+def _row(impl, method, times, group, backend="cpu", n=10, m=0, chunk=5):
+    return {"script": "small", "device": "cpu", "model": "mlp", "dtype": "fp32", "channels_last": False,
+            "image": 28, "B": 8, "impl": impl, "method": method, "backend": backend, "n": n, "m": m, "chunk": chunk,
+            "times_s": times, "group": group, "median_s": sorted(times)[len(times) // 2], "min_s": min(times),
+            "peak_mem_bytes": None, "weights_bytes": 0}
+
+
+def test_ratios_pair_calls_of_the_same_round():
+    """A load spike that hits both calls of a round cancels in the paired ratio; it does not across groups."""
+    floor = _row("floor", "floor", [1.0, 3.0, 1.0], "g1")
+    ours = _row("fastmollify", "smoothgrad", [1.1, 3.3, 1.1], "g1")
+    other_floor = _row("floor", "floor", [0.5, 0.5, 0.5], "g0")  # an earlier pass: not the one to pair with
+    common.attach_ratios([other_floor, floor, ours])
+    assert ours["ratio_kind"] == "paired" and ours["ratio_to_floor"] == pytest.approx(1.1)
+    assert ours["floor_s"] == 1.0 and ours["ratio_of_mins"] == pytest.approx(1.1)
+    alone = _row("fastmollify", "smoothgrad", [1.2, 1.2, 9.0], "g2")
+    common.attach_ratios([floor, alone])
+    assert alone["ratio_kind"] == "medians" and alone["ratio_to_floor"] == pytest.approx(1.2)
+
+
+def test_weight_noise_ratio_adds_the_weight_writes_of_each_round():
+    floor = _row("floor", "floor-noisegrad", [1.0, 2.0, 1.0], "g", backend="floor", n=1, m=2, chunk=1)
+    writes = _row("fastmollify", "weight_writes", [0.5, 1.0, 0.5], "g", n=1, m=2, chunk=1)
+    ours = _row("fastmollify", "noisegrad", [1.5, 3.3, 1.65], "g", n=1, m=2, chunk=1)
+    common.attach_ratios([floor, writes, ours])
+    assert ours["ratio_to_floor"] == pytest.approx(1.1)  # median of 1.0, 1.1, 1.1
+    assert [r["method"] for r in common.without_repeated_floors([floor, writes, floor, ours])] == [
+        "floor-noisegrad", "weight_writes", "noisegrad"]
