@@ -20,11 +20,20 @@ TORCH_LIBRARY(fastmollify, m) {
       "float sigma) -> ()");
 }
 
+namespace {
+PyObject* philox_path(PyObject*, PyObject*) { return PyLong_FromLong(fastmollify::cpu_philox_path()); }
+
+PyMethodDef methods[] = {
+    {"philox_path", philox_path, METH_NOARGS,
+     "The CPU backend's Philox path: 2 = AVX-512, 1 = AVX2, 0 = scalar (FASTMOLLIFY_PHILOX_PATH can lower it)."},
+    {nullptr, nullptr, 0, nullptr}};
+}  // namespace
+
 extern "C" PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT, "_C",
       "fastmollify's compiled ops, registered as torch.ops.fastmollify.{perturb,accumulate,perturb_weights}.", -1,
-      nullptr};
+      methods};
   PyObject* module = PyModule_Create(&module_def);
   if (module == nullptr) return nullptr;
 #ifdef FASTMOLLIFY_WITH_CUDA

@@ -14,7 +14,12 @@ namespace fastmollify {
 
 // Bump with any change to the ops' schemas or semantics; fastmollify/ops/extension.py
 // refuses a _C whose version differs (a stale build).
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
+
+// The CPU backend's Philox path: 2 = AVX-512 (16 counters at a time), 1 = AVX2 (8), 0 = scalar
+// loop. The widest the CPU has; the environment variable FASTMOLLIFY_PHILOX_PATH can only lower
+// it (read once), so the tests can hold every path against the reference.
+int cpu_philox_path();
 
 struct PerturbParams {
   int64_t samples = 0, batch = 0, numel = 0;  // S, B, D

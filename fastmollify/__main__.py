@@ -234,11 +234,18 @@ def check(args) -> int:
                 print(f"  {name:<10} available, DISAGREES with the reference: {problems[0]}"
                       + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
             else:
-                print(f"  {name:<10} available, agrees with the reference (perturb, accumulate, perturb_weights)")
+                print(f"  {name:<10} available, agrees with the reference (perturb, accumulate, perturb_weights)"
+                      + (f"; Philox path: {_philox_path()}" if name == "cpu" else ""))
     if failed:
         print(f"{PROG}: error: backend(s) disagree with the reference: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _philox_path() -> str:
+    from . import _C
+
+    return {2: "AVX-512", 1: "AVX2", 0: "scalar"}.get(_C.philox_path(), "unknown")
 
 
 def _agreement(backend, reference, device, kernels, modes) -> list:

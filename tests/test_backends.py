@@ -149,6 +149,38 @@ def test_philox_known_answer(backend):
     assert torch.equal(out.reshape(4).cpu(), expected)
 
 
+_PHILOX_PATH_SCRIPT = textwrap.dedent("""
+    import torch
+    from fastmollify import _C, kernels
+    from fastmollify.ops import FIXED, dispatch
+    cpu, ref = dispatch.load("cpu"), dispatch.load("reference")
+    print(_C.philox_path())
+    rect = kernels.get("rectangular").id
+    for batch, numel in [(3, 4 * 16 * 3 + 4 * 9 + 3), (1, 4 * 256 + 4 * 21 + 1), (2, 5)]:  # x16 + x8 + scalar tails
+        x = torch.zeros(batch, numel)
+        out, want = torch.empty(2, batch, numel), torch.empty(2, batch, numel)
+        for backend, target in ((cpu, out), (ref, want)):
+            backend.perturb(x, target, None, None, seed=2**40 + 3, stream=1, sample_start=5, example_offset=7,
+                            kernel=rect, scale=1.0, sigma_mode=FIXED, clip=False)
+        assert torch.equal(out, want), (batch, numel)
+    print("OK")
+""")
+
+
+@pytest.mark.parametrize("path", [0, 1, 2], ids=["scalar", "avx2", "avx512"])
+def test_every_cpu_philox_path_matches_the_reference(path):
+    """The hand-vectorised Philox paths (AVX-512, AVX2) and the scalar loop give the reference's words."""
+    reason = dispatch.why_not("cpu", torch.device("cpu"), torch.float32)
+    if reason is not None:
+        _skip_or_fail("cpu", reason)
+    result = subprocess.run([sys.executable, "-c", _PHILOX_PATH_SCRIPT], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "FASTMOLLIFY_PHILOX_PATH": str(path)})
+    assert result.returncode == 0 and result.stdout.split()[-1] == "OK", result.stdout + result.stderr
+    ran = int(result.stdout.split()[0])
+    if ran != path:
+        pytest.skip(f"this CPU's widest Philox path is {ran}; path {path} needs a CPU that has it")
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_kernel_noise(backend, kernel):
     backend.need(torch.float32, kernel)

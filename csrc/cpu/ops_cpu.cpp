@@ -4,9 +4,9 @@
 // math (float32/float16/bfloat16 data) a task runs three loops that vectorise: Philox words of
 // its block into a small uint32 buffer (one call per group of four elements), words -> noise z
 // (core/fastmath.h formulas) into a float buffer, then out = x + sigma z. The float32 hot loops
-// are compiled twice (GCC target_clones: x86-64-v3 = AVX2/FMA, and the baseline), picked at load
-// time, so the library still runs on machines without AVX2; -ffp-contract=off keeps every op
-// rounded separately on both. float64 data keeps the scalar per-group path (libm).
+// are compiled three times (GCC target_clones: x86-64-v4 = AVX-512, x86-64-v3 = AVX2/FMA, and the
+// baseline), picked at load time, so the library still runs on machines without AVX2;
+// -ffp-contract=off keeps every op rounded separately on all of them. float64 data keeps the scalar per-group path (libm).
 // accumulate: parallel over blocks of elements; the running mean/m2 of a block stay in L1
 // while the S gradient rows stream through; the per-sample weight / running-total ratio is
 // hoisted out of the element loop (core::welford_advance, once per sample).
@@ -15,10 +15,16 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <type_traits>
 #include <vector>
 
 #include "../ops.h"
+
+// GCC 12's AVX-512 headers trip a false -Wmaybe-uninitialized in _mm512_undefined (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace fastmollify {
 namespace {
@@ -36,7 +42,7 @@ void parallel_tasks(int64_t tasks, int64_t work, const F& body) {
 }
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define FM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define FM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FM_CLONES
 #endif
@@ -55,7 +61,7 @@ FM_CLONES void philox_block_scalar(uint32_t key0, uint32_t key1, uint32_t g0, in
   }
 }
 
-#if defined(FM_PHILOX_AVX2)
+#if defined(FM_PHILOX_X86)
 // The same words, eight groups at a time in AVX2 registers (core::philox4x32_10_x8).
 __attribute__((target("avx2"))) void philox_block_avx2(uint32_t key0, uint32_t key1, uint32_t g0, int n,
                                                        uint32_t sample, uint32_t example, uint32_t stream,
@@ -66,20 +72,30 @@ __attribute__((target("avx2"))) void philox_block_avx2(uint32_t key0, uint32_t k
   if (i < n) philox_block_scalar(key0, key1, g0 + static_cast<uint32_t>(i), n - i, sample, example, stream, words + 4 * i);
 }
 
-bool have_avx2() {
-  static const bool have = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
-  }();
-  return have;
+// Sixteen groups at a time in AVX-512 registers (core::philox4x32_10_x16), the rest as above.
+__attribute__((target("avx512f,avx2"))) void philox_block_avx512(uint32_t key0, uint32_t key1, uint32_t g0, int n,
+                                                                 uint32_t sample, uint32_t example, uint32_t stream,
+                                                                 uint32_t* __restrict__ words) {
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    core::philox4x32_10_x16(g0 + static_cast<uint32_t>(i), sample, example, stream, key0, key1, words + 4 * i);
+  if (i < n) philox_block_avx2(key0, key1, g0 + static_cast<uint32_t>(i), n - i, sample, example, stream, words + 4 * i);
 }
+
 #endif
 
 // Philox words of groups [g0, g0 + n) of row (sample, example, stream) into words[4 n].
 void philox_block(uint32_t key0, uint32_t key1, uint32_t g0, int n, uint32_t sample, uint32_t example,
                   uint32_t stream, uint32_t* __restrict__ words) {
-#if defined(FM_PHILOX_AVX2)
-  if (have_avx2()) return philox_block_avx2(key0, key1, g0, n, sample, example, stream, words);
+#if defined(FM_PHILOX_X86)
+  switch (cpu_philox_path()) {
+    case 2:
+      return philox_block_avx512(key0, key1, g0, n, sample, example, stream, words);
+    case 1:
+      return philox_block_avx2(key0, key1, g0, n, sample, example, stream, words);
+    default:
+      break;
+  }
 #endif
   philox_block_scalar(key0, key1, g0, n, sample, example, stream, words);
 }
@@ -300,6 +316,21 @@ void perturb_weights_cpu(const at::Tensor& clean, const at::Tensor& out, int64_t
 }
 
 }  // namespace
+
+int cpu_philox_path() {
+#if defined(FM_PHILOX_X86)
+  static const int path = [] {
+    __builtin_cpu_init();
+    int widest = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
+    if (const char* asked = std::getenv("FASTMOLLIFY_PHILOX_PATH")) widest = std::min(widest, std::atoi(asked));
+    return std::max(widest, 0);
+  }();
+  return path;
+#else
+  return 0;
+#endif
+}
+
 }  // namespace fastmollify
 
 TORCH_LIBRARY_IMPL(fastmollify, CPU, m) {

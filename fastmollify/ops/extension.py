@@ -26,7 +26,7 @@ from . import ADAPTIVE, FIXED, RANGE
 
 __all__ = ["CPU", "CUDA", "LOAD_ERROR", "available"]
 
-ABI_VERSION = 1  # must equal fastmollify::kAbiVersion in csrc/ops.h
+ABI_VERSION = 2  # must equal fastmollify::kAbiVersion in csrc/ops.h
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _FIRST_USER_KERNEL_ID = 100
 _DEBUG_VARIABLE = "FASTMOLLIFY_DEBUG_EXTENSION"
