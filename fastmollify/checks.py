@@ -35,9 +35,10 @@ def inputs_tuple(inputs, model=None) -> tuple[tuple[torch.Tensor, ...], bool]:
 
 
 def _all_finite(x: torch.Tensor) -> bool:
-    """Whether x has no NaN or Inf: a finite float64 sum is proof (one cheap pass); only a
-    non-finite sum (a NaN/Inf, or an overflow of huge finite values) needs the exact test."""
-    return bool(torch.isfinite(x.sum(dtype=torch.float64))) or bool(torch.isfinite(x).all())
+    """Whether x has no NaN or Inf: a finite sum is proof (one cheap pass); only a non-finite sum
+    (a NaN/Inf, or huge finite values overflowing it) needs the exact, slower test."""
+    total = x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(x).all())
 
 
 def positive_int(name: str, value, minimum: int = 1) -> int:

@@ -169,3 +169,15 @@ def test_backend_asked_for_by_name_explains_why_it_cannot_serve():
     with pytest.raises(RuntimeError, match="backend 'cuda' cannot serve .* on cpu"):
         fm.smoothgrad(make_model(), X, 0, backend="cuda")
     assert fm.availability("cpu")["reference"] is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_huge_finite_inputs_are_not_mistaken_for_inf(dtype):
+    """The finiteness check sums first; a sum that overflows must not refuse finite inputs."""
+    from fastmollify import checks
+
+    huge = torch.full((2, 3), torch.finfo(dtype).max, dtype=dtype)
+    assert checks.inputs_tuple(huge)[0][0] is huge
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            checks.inputs_tuple(huge.index_fill(1, torch.tensor([2]), bad))
