@@ -11,8 +11,9 @@ Contenders (``Case.impl``):
   only) on the same B*N images in the same chunks, with no noise and no reduction. Method
   ``floor`` serves the input-noise methods (N samples in chunks), ``floor-noisegrad`` NoiseGrad
   (m clean batches, one at a time) and ``floor-fusiongrad`` FusionGrad (m x n samples in the same
-  chunks); ``weight_writes`` times the m perturbed-weight writes alone (the rest of "floor plus
-  weight writes").
+  chunks); ``weight_writes`` times the m perturbed-weight writes alone, into a weights-sized buffer
+  obtained for the call (the rest of "floor plus weight writes": any weight-noise method holds a
+  second copy of the weights, and pays for its memory's first touch on the CPU).
 * ``fastmollify``: the public functions with ``backend=`` each available backend.
 * ``captum``: ``NoiseTunnel(Saliency(model)).attribute(nt_type="smoothgrad", abs=False,
   nt_samples=N, nt_samples_batch_size=chunk)``.
@@ -304,15 +305,15 @@ def _fastmollify_runner(setup: Setup, case: Case):
     if case.method == "weight_writes":
         from fastmollify.ops import dispatch
 
-        params = [p for p in model.parameters() if p.is_floating_point()]
-        clean = [p.detach().clone() for p in params]
-        scratch = [torch.empty_like(c) for c in clean]
+        clean = [p.detach() for p in model.parameters() if p.is_floating_point()]
         backends = [dispatch.select(case.backend, c.device, c.dtype) for c in clean]
 
-        def writes(k):
+        def writes(k):  # a second copy of the weights exists per call in any weight-noise method: its buffer
+            noisy = [torch.empty_like(c) for c in clean]  # is part of the unavoidable cost (first-touch pages)
             for draw in range(case.m):
-                for index, (c, out, backend) in enumerate(zip(clean, scratch, backends)):
+                for index, (c, out, backend) in enumerate(zip(clean, noisy, backends)):
                     backend.perturb_weights(c, out, seed=k, draw=draw, index=index, sigma=WEIGHT_SIGMA)
+            return noisy
         return writes
     common = dict(chunk_size=case.chunk, backend=case.backend, progress=False)
     method = case.method

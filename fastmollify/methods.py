@@ -231,8 +231,9 @@ def clipgrad(model, inputs, target=None, *, noise_level: float = 0.2, sigma=None
 def noisegrad(model, inputs, target=None, *, m: int = 25, weight_sigma: float = 0.2, params=None, **options):
     """NoiseGrad: the mean gradient over ``m`` models with weights ``w * (1 + weight_sigma * z)``.
 
-    ``params``: the parameters to perturb (names or tensors; default all). The clean weights
-    are restored bit-exactly after the call, even if it raised or was interrupted.
+    ``params``: the parameters to perturb (names or tensors; default all). The clean weights are
+    never written: for the call the parameters point at a buffer of noisy weights (one more copy
+    of the weights in memory), and they point back, even if the call raised or was interrupted.
     """
     return _explain(model, inputs, target, None, weight_draws=checks.positive_int("m", m),
                     weight_sigma=checks.positive("weight_sigma", weight_sigma), params=params, **options)
