@@ -84,7 +84,8 @@ ROW_FIELDS = (
     "script", "device", "device_type", "torch", "label", "impl", "backend", "method", "model", "dtype",
     "channels_last", "image", "B", "N", "n", "m", "chunk", "median_s", "p25_s", "p75_s", "min_s", "max_s",
     "spread", "repeats", "throughput", "peak_mem_bytes", "mem_method", "peak_rss_bytes", "floor_s", "ratio_to_floor",
-    "ratio_kind", "ratio_of_mins", "group", "floor_mem_bytes", "mem_ratio_to_floor", "weights_bytes", "error", "commit", "timestamp")
+    "ratio_kind", "ratio_of_mins", "group", "floor_mem_bytes", "mem_ratio_to_floor", "weights_bytes", "error", "commit",
+    "timestamp")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -684,7 +685,8 @@ def commit() -> str:
     return _COMMIT
 
 
-def make_row(script: str, setup: Setup, case: Case, backend: str, result: Measure, group: Optional[str] = None) -> dict:
+def make_row(script: str, setup: Setup, case: Case, backend: str, result: Measure,
+             group: Optional[str] = None) -> dict:
     times = sorted(result.times)
     median = statistics.median(times) if times else None
     quartiles = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [median] * 3
@@ -702,7 +704,8 @@ def make_row(script: str, setup: Setup, case: Case, backend: str, result: Measur
         "repeats": len(times),
         "throughput": setup.spec.batch * samples / median if median else None,
         "peak_mem_bytes": result.peak, "mem_method": result.mem_method, "peak_rss_bytes": result.peak_rss,
-        "floor_s": None, "ratio_to_floor": None, "ratio_kind": None, "ratio_of_mins": None, "floor_mem_bytes": None, "mem_ratio_to_floor": None,
+        "floor_s": None, "ratio_to_floor": None, "ratio_kind": None, "ratio_of_mins": None,
+        "floor_mem_bytes": None, "mem_ratio_to_floor": None,
         "weights_bytes": sum(p.numel() * p.element_size() for p in setup.model.parameters()),
         "error": result.error, "commit": commit(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

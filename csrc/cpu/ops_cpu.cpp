@@ -6,7 +6,9 @@
 // (core/fastmath.h formulas) into a float buffer, then out = x + sigma z. The float32 hot loops
 // are compiled three times (GCC target_clones: x86-64-v4 = AVX-512, x86-64-v3 = AVX2/FMA, and the
 // baseline), picked at load time, so the library still runs on machines without AVX2;
-// -ffp-contract=off keeps every op rounded separately on all of them. float64 data keeps the scalar per-group path (libm).
+// -ffp-contract=off keeps every op rounded separately on all of them. Philox itself is written
+// with AVX-512 and AVX2 intrinsics (core/philox.h), the widest the CPU has picked once
+// (cpu_philox_path). float64 data keeps the scalar per-group path (libm).
 // accumulate: parallel over blocks of elements; the running mean/m2 of a block stay in L1
 // while the S gradient rows stream through; the per-sample weight / running-total ratio is
 // hoisted out of the element loop (core::welford_advance, once per sample).
@@ -81,7 +83,6 @@ __attribute__((target("avx512f,avx2"))) void philox_block_avx512(uint32_t key0, 
     core::philox4x32_10_x16(g0 + static_cast<uint32_t>(i), sample, example, stream, key0, key1, words + 4 * i);
   if (i < n) philox_block_avx2(key0, key1, g0 + static_cast<uint32_t>(i), n - i, sample, example, stream, words + 4 * i);
 }
-
 #endif
 
 // Philox words of groups [g0, g0 + n) of row (sample, example, stream) into words[4 n].
