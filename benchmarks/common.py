@@ -723,11 +723,19 @@ def paired_ratio(row: dict, parts: Sequence[dict]) -> tuple[float, str]:
     this ratio holds where absolute times drift (a shared CPU). Otherwise ``"medians"``: the ratio
     of the medians.
     """
-    series = [row.get("times_s") or []] + [p.get("times_s") or [] for p in parts]
-    if row.get("group") is not None and all(p.get("group") == row["group"] for p in parts) \
-            and series[0] and len({len(s) for s in series}) == 1:
-        return statistics.median(t / sum(rest) for t, *rest in zip(*series)), "paired"
+    rounds = round_ratios(row, parts)
+    if rounds:
+        return statistics.median(rounds), "paired"
     return row["median_s"] / sum(p["median_s"] for p in parts), "medians"
+
+
+def round_ratios(row: dict, parts: Sequence[dict]) -> list:
+    """``t_row[r] / sum(t_part[r])`` for every round r, where the rows were timed interleaved; else []."""
+    series = [row.get("times_s") or []] + [p.get("times_s") or [] for p in parts]
+    if row.get("group") is None or any(p.get("group") != row["group"] for p in parts) \
+            or not series[0] or len({len(s) for s in series}) != 1:
+        return []
+    return [t / sum(rest) for t, *rest in zip(*series)]
 
 
 def attach_ratios(rows: Sequence[dict]) -> None:

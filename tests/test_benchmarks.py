@@ -149,3 +149,12 @@ def test_weight_noise_ratio_adds_the_weight_writes_of_each_round():
     assert ours["ratio_to_floor"] == pytest.approx(1.1)  # median of 1.0, 1.1, 1.1
     assert [r["method"] for r in common.without_repeated_floors([floor, writes, floor, ours])] == [
         "floor-noisegrad", "weight_writes", "noisegrad"]
+
+
+def test_a_speedup_below_one_is_a_tie_only_when_its_rounds_straddle_one():
+    ours = _row("fastmollify", "smoothgrad", [1.0] * 5, "g")
+    straddles = _row("captum", "smoothgrad", [0.96, 0.97, 0.98, 1.01, 1.02], "g")
+    below = _row("captum", "smoothgrad", [0.97, 0.98, 0.99, 0.99, 0.99], "g")
+    assert summary.at_least(summary.speedup(straddles, ours), 1, straddles, ours) == "tie"
+    assert summary.at_least(summary.speedup(below, ours), 1, below, ours) == "NO"
+    assert summary.at_least(1.2, 1, below, ours) == "yes"
