@@ -32,7 +32,7 @@ SCRIPT = "throughput"
 DEFAULTS = {
     "cuda": dict(models="resnet50,vgg16", dtypes="fp32,bf16+cl", batch=64, n=50, chunk=5, noisegrad_m=10,
                  fusion="5x10", repeats=3, image_size=None),
-    "cpu": dict(models="resnet50", dtypes="fp32", batch=2, n=5, chunk=5, noisegrad_m=2, fusion="2x5", repeats=3,
+    "cpu": dict(models="resnet50", dtypes="fp32", batch=2, n=5, chunk=5, noisegrad_m=2, fusion="2x5", repeats=7,
                 image_size=112),
     "tiny": dict(models="demo_cnn", dtypes="fp32,bf16+cl", batch=2, n=2, chunk=2, noisegrad_m=1, fusion="1x2",
                  repeats=2, image_size=None),

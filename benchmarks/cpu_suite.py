@@ -29,7 +29,7 @@ from . import bench_scaling, bench_small, bench_throughput, common, summary  # n
 PLAN = {
     "scaling": (0.25, []),
     "small": (0.3, []),
-    "throughput": (0.35, []),
+    "throughput": (0.5, []),
     "ops": (0.1, []),
 }
 
