@@ -212,7 +212,8 @@ def targets_table(found) -> Table:
                 res50.append((speedup(r, fm), fm, r))
     if res50:
         low = min(res50, key=lambda s: s[0])
-        add("ResNet50: Captum / fastmollify", ">= 1x", x(low[0]), _describe(low[1]), at_least(low[0], 1, low[2], low[1]))
+        add("ResNet50: Captum / fastmollify", ">= 1x", x(low[0]), _describe(low[1]),
+            at_least(low[0], 1, low[2], low[1]))
     authors = []
     for r in every:
         if r["impl"] != "authors":
