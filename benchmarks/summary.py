@@ -144,6 +144,18 @@ def at_least(value: float, goal: float, peer, fm) -> str:
     return "NO"
 
 
+def _speedups(peers, fast, matcher) -> list:
+    """``(peer time / fastmollify time, fastmollify row, peer row)`` for every peer row that has a
+    fastmollify row ``matcher(peer)`` accepts (the preferred backend's)."""
+    found = []
+    for peer in peers:
+        match = matcher(peer)
+        fm = preferred([f for f in fast if match(f)])
+        if fm:
+            found.append((speedup(peer, fm), fm, peer))
+    return found
+
+
 def _worst(rows, key="ratio_to_floor"):
     rows = [r for r in rows if r.get(key) is not None]
     return max(rows, key=lambda r: r[key], default=None)
@@ -187,14 +199,13 @@ def targets_table(found) -> Table:
     if worst:
         add("MLP, every B, N and input-noise method: fastmollify / floor", "-", x(worst["ratio_to_floor"]),
             _describe(worst), None)
-    speedups = []
-    for r in every:
-        if r["impl"] != "captum" or r["script"] not in ("small", "scaling"):
-            continue
-        fm = preferred([f for f in fast if f["method"] == "smoothgrad" and f["script"] == r["script"]
-                        and common._config_key(f) == common._config_key(r) and f["N"] == r["N"]])
-        if fm:
-            speedups.append((speedup(r, fm), fm, r))
+
+    def smoothgrad_of(peer):  # fastmollify's SmoothGrad row timed with the peer's configuration and N
+        return lambda f: (f["method"] == "smoothgrad" and common._config_key(f) == common._config_key(peer)
+                          and f["N"] == peer["N"])
+
+    captum = [r for r in every if r["impl"] == "captum"]
+    speedups = _speedups([r for r in captum if r["script"] in ("small", "scaling")], fast, smoothgrad_of)
     if speedups:
         low = min(speedups, key=lambda s: s[0])
         add("small models: Captum time / fastmollify time, every size", ">= 1x", x(low[0]), _describe(low[1]),
@@ -203,25 +214,14 @@ def targets_table(found) -> Table:
         if mlp50:
             add("MLP B=256 N=50: Captum / fastmollify", ">= 2.5x", x(mlp50[0][0]), _describe(mlp50[0][1]),
                 mlp50[0][0] >= 2.5)
-    res50 = []
-    for r in every:
-        if r["impl"] == "captum" and r["model"] == "resnet50":
-            fm = preferred([f for f in fast if f["method"] == "smoothgrad" and f["model"] == "resnet50"
-                            and common._config_key(f) == common._config_key(r) and f["N"] == r["N"]])
-            if fm:
-                res50.append((speedup(r, fm), fm, r))
+    res50 = _speedups([r for r in captum if r["model"] == "resnet50"], fast, smoothgrad_of)
     if res50:
         low = min(res50, key=lambda s: s[0])
         add("ResNet50: Captum / fastmollify", ">= 1x", x(low[0]), _describe(low[1]),
             at_least(low[0], 1, low[2], low[1]))
-    authors = []
-    for r in every:
-        if r["impl"] != "authors":
-            continue
-        fm = preferred([f for f in fast if f["method"] == r["method"] and common._config_key(f) ==
-                        common._config_key(r) and f["m"] == r["m"] and f["n"] == r["n"]])
-        if fm:
-            authors.append((speedup(r, fm), fm))
+    authors = _speedups([r for r in every if r["impl"] == "authors"], fast, lambda peer: lambda f: (
+        f["method"] == peer["method"] and common._config_key(f) == common._config_key(peer)
+        and f["m"] == peer["m"] and f["n"] == peer["n"]))
     if authors:
         low = min(authors, key=lambda s: s[0])
         add("NoiseGrad authors' time / fastmollify time", ">= 10x", x(low[0], 1), _describe(low[1]), low[0] >= 10)
