@@ -20,8 +20,8 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/bench_scaling.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from . import common  # noqa: E402
-from .common import Case  # noqa: E402
+from . import cli, plotting, results_io, runner, timing, zoo  # noqa: E402
+from .contenders import Case  # noqa: E402
 
 SCRIPT = "scaling"
 NS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
@@ -44,8 +44,8 @@ def cases(n: int, chunk: int, backends, reference_max_n: int, peers: bool = True
 
 
 def main(argv=None) -> list[dict]:
-    parser = common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, choices=sorted(common.MODELS))
+    parser = cli.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, choices=sorted(zoo.MODELS))
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--chunk", type=int, default=None)
     parser.add_argument("--ns", default=None, help="comma-separated sample counts")
@@ -55,30 +55,30 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--reference-max-n", type=int, default=None)
     parser.add_argument("--no-peers", action="store_true", help="skip Captum and the plain loop")
     args = parser.parse_args(argv)
-    device = common.start(args)
+    device = cli.start(args)
     preset = dict(DEFAULTS["tiny" if args.tiny else "cuda" if device.startswith("cuda") else "cpu"])
     model = args.model or preset["model"]
     batch = args.batch or preset["batch"]
     chunk = args.chunk or preset["chunk"]
-    ns = common.ints(args.ns) or list(preset.get("ns", NS))
+    ns = cli.ints(args.ns) or list(preset.get("ns", NS))
     repeats = args.repeats or preset["repeats"]
     reference_max_n = preset["reference_max_n"] if args.reference_max_n is None else args.reference_max_n
-    budget = common.Budget(args.budget)
-    backends = common.select_backends(args, device)
-    setup = common.Setup(common.SetupSpec(model, batch, device, args.dtype, args.channels_last, args.image_size))
+    budget = timing.Budget(args.budget)
+    backends = cli.select_backends(args, device)
+    setup = zoo.Setup(zoo.SetupSpec(model, batch, device, args.dtype, args.channels_last, args.image_size))
     if not args.quiet:
-        print(f"N-scaling on {common.device_name(setup.device)}: {model} {setup.image} B={batch} chunk={chunk} "
+        print(f"N-scaling on {runner.device_name(setup.device)}: {model} {setup.image} B={batch} chunk={chunk} "
               f"{args.dtype} backends={','.join(backends)}", flush=True)
     rows = []
     for n in ns:  # the contenders of one N are timed interleaved
-        rows += common.run_cases(SCRIPT, setup, list(cases(n, chunk, backends, reference_max_n, not args.no_peers)),
+        rows += runner.run_cases(SCRIPT, setup, list(cases(n, chunk, backends, reference_max_n, not args.no_peers)),
                                  repeats, budget, args.fresh_process, verbose=not args.quiet)
-        common.write_rows(rows, SCRIPT, device, args.out)
-    return common.finish(rows, SCRIPT, device, args, plot)
+        results_io.write_rows(rows, SCRIPT, device, args.out)
+    return results_io.finish(rows, SCRIPT, device, args, plot)
 
 
 def plot(rows, path) -> None:
-    plt = common.plt()
+    plt = plotting.plt()
     good = [r for r in rows if r["median_s"] is not None]
     if plt is None or not good:
         return

@@ -18,8 +18,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from . import common  # noqa: E402
-from .common import Case  # noqa: E402
+from . import cli, plotting, results_io, runner, timing, zoo  # noqa: E402
+from .contenders import Case  # noqa: E402
 
 SCRIPT = "small"
 # model -> (batch, chunk, Ns) per device type
@@ -43,41 +43,41 @@ def cases(n, chunk, backends, methods=("smoothgrad", "adaptgrad")):
 
 
 def main(argv=None) -> list[dict]:
-    parser = common.base_parser(__doc__.splitlines()[0])
+    parser = cli.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--models", default=None, help="comma-separated (mlp,demo_cnn,resnet18_cifar)")
     parser.add_argument("--ns", default=None, help="comma-separated sample counts (all models)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (all models)")
     parser.add_argument("--chunk", type=int, default=None, help="samples per chunk (all models)")
     parser.add_argument("--with-reference", action="store_true", help="also time the reference backend")
     args = parser.parse_args(argv)
-    device = common.start(args)
+    device = cli.start(args)
     kind = "tiny" if args.tiny else "cuda" if device.startswith("cuda") else "cpu"
     presets = DEFAULTS[kind]
-    models = common.names(args.models) or list(presets)
+    models = cli.names(args.models) or list(presets)
     repeats = args.repeats or REPEATS[kind]
-    backends = common.select_backends(args, device, include_reference=args.with_reference)
-    budget = common.Budget(args.budget)
+    backends = cli.select_backends(args, device, include_reference=args.with_reference)
+    budget = timing.Budget(args.budget)
     rows = []
     for model in models:
         batch, chunk, ns = presets.get(model, (16, 10, (1, 10, 50)))
-        batch, chunk, ns = args.batch or batch, args.chunk or chunk, common.ints(args.ns) or ns
+        batch, chunk, ns = args.batch or batch, args.chunk or chunk, cli.ints(args.ns) or ns
         try:
-            setup = common.Setup(common.SetupSpec(model, batch, device))
+            setup = zoo.Setup(zoo.SetupSpec(model, batch, device))
         except Exception as error:  # e.g. fastmollify.models not there yet
             print(f"  {model}: set-up failed: {type(error).__name__}: {error}", flush=True)
             continue
         if not args.quiet:
-            print(f"Small model {model} {setup.image} B={batch} chunk={chunk} on {common.device_name(setup.device)} "
+            print(f"Small model {model} {setup.image} B={batch} chunk={chunk} on {runner.device_name(setup.device)} "
                   f"backends={','.join(backends)}", flush=True)
         for n in ns:  # the contenders of one model and N are timed interleaved
-            rows += common.run_cases(SCRIPT, setup, list(cases(n, chunk, backends)), repeats, budget,
+            rows += runner.run_cases(SCRIPT, setup, list(cases(n, chunk, backends)), repeats, budget,
                                      args.fresh_process, verbose=not args.quiet)
-            common.write_rows(rows, SCRIPT, device, args.out)
-    return common.finish(rows, SCRIPT, device, args, plot)
+            results_io.write_rows(rows, SCRIPT, device, args.out)
+    return results_io.finish(rows, SCRIPT, device, args, plot)
 
 
 def plot(rows, path) -> None:
-    plt = common.plt()
+    plt = plotting.plt()
     good = [r for r in rows if r["ratio_to_floor"] is not None]
     if plt is None or not good:
         return

@@ -25,8 +25,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from . import common  # noqa: E402
-from .common import INPUT_METHODS, Case  # noqa: E402
+from . import cli, plotting, ratios, results_io, runner, timing, zoo  # noqa: E402
+from .contenders import INPUT_METHODS, Case  # noqa: E402
 
 SCRIPT = "throughput"
 DEFAULTS = {
@@ -82,7 +82,7 @@ def parse_dtype(text: str):
 
 
 def main(argv=None) -> list[dict]:
-    parser = common.base_parser(__doc__.splitlines()[0])
+    parser = cli.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--models", default=None, help="comma-separated (resnet50,vgg16)")
     parser.add_argument("--dtypes", default=None, help="comma-separated: fp32, bf16, with +cl for channels_last")
     parser.add_argument("--batch", type=int, default=None)
@@ -92,26 +92,26 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--fusion", default=None, help="FusionGrad draws as MxN")
     parser.add_argument("--image-size", type=int, default=None)
     args = parser.parse_args(argv)
-    device = common.start(args)
+    device = cli.start(args)
     preset = dict(DEFAULTS["tiny" if args.tiny else "cuda" if device.startswith("cuda") else "cpu"])
-    models = common.names(args.models or preset["models"])
-    dtypes = [parse_dtype(d) for d in common.names(args.dtypes or preset["dtypes"])]
+    models = cli.names(args.models or preset["models"])
+    dtypes = [parse_dtype(d) for d in cli.names(args.dtypes or preset["dtypes"])]
     batch, n = args.batch or preset["batch"], args.n or preset["n"]
     chunk = min(args.chunk or preset["chunk"], n)
     m = args.noisegrad_m or preset["noisegrad_m"]
     fusion = tuple(int(v) for v in (args.fusion or preset["fusion"]).lower().split("x"))
     repeats = args.repeats or preset["repeats"]
     image_size = args.image_size or preset["image_size"]
-    backends = common.select_backends(args, device, include_reference=False)
-    budget = common.Budget(args.budget)
+    backends = cli.select_backends(args, device, include_reference=False)
+    budget = timing.Budget(args.budget)
     setups = {}
     for model in models:
         for dtype, channels_last in dtypes:
-            setups[(model, dtype, channels_last)] = common.Setup(
-                common.SetupSpec(model, batch, device, dtype, channels_last, image_size))
+            setups[(model, dtype, channels_last)] = zoo.Setup(
+                zoo.SetupSpec(model, batch, device, dtype, channels_last, image_size))
     first = next(iter(setups.values()))
     if not args.quiet:
-        print(f"Throughput on {common.device_name(first.device)}: {','.join(models)} {first.image} B={batch} "
+        print(f"Throughput on {runner.device_name(first.device)}: {','.join(models)} {first.image} B={batch} "
               f"N={n} chunk={chunk} noisegrad m={m} fusiongrad {fusion[0]}x{fusion[1]} "
               f"backends={','.join(backends)}", flush=True)
     passes = [lambda: core_cases(n, chunk, m, fusion, backends[0]),
@@ -121,15 +121,15 @@ def main(argv=None) -> list[dict]:
     rows = []
     for make_cases in passes:
         for setup in setups.values():  # the cases of one pass, model and precision are timed interleaved
-            rows += common.run_cases(SCRIPT, setup, list(make_cases()), repeats, budget, args.fresh_process,
+            rows += runner.run_cases(SCRIPT, setup, list(make_cases()), repeats, budget, args.fresh_process,
                                      verbose=not args.quiet)
-            common.write_rows(rows, SCRIPT, device, args.out)
-    return common.finish(rows, SCRIPT, device, args, plot)
+            results_io.write_rows(rows, SCRIPT, device, args.out)
+    return results_io.finish(rows, SCRIPT, device, args, plot)
 
 
 def plot(rows, path) -> None:
-    plt = common.plt()
-    good = [r for r in common.without_repeated_floors(rows) if r["median_s"] is not None
+    plt = plotting.plt()
+    good = [r for r in ratios.without_repeated_floors(rows) if r["median_s"] is not None
             and r["method"] != "weight_writes"]
     if plt is None or not good:
         return

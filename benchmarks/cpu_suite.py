@@ -23,7 +23,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from . import bench_scaling, bench_small, bench_throughput, common, summary  # noqa: E402
+from . import RESULTS, bench_scaling, bench_small, bench_throughput, cli, summary  # noqa: E402
 
 # script -> (share of the budget, extra arguments at full CPU size)
 PLAN = {
@@ -50,14 +50,14 @@ def run_ops(out: Path, threads: int, tiny: bool, budget: float) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=common.RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for the whole suite")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--only", default=None, help="comma-separated subset of " + ",".join(PLAN))
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
-    only = common.names(args.only) or list(PLAN)
+    only = cli.names(args.only) or list(PLAN)
     start = time.time()
     common_args = ["--device", "cpu", "--out", str(args.out), "--threads", str(args.threads)]
     common_args += ["--tiny"] if args.tiny else []

@@ -17,8 +17,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from . import common  # noqa: E402
-from .common import INPUT_METHODS, WEIGHT_METHODS  # noqa: E402
+from . import RESULTS, ratios, results_io  # noqa: E402
+from .contenders import INPUT_METHODS, WEIGHT_METHODS  # noqa: E402
 
 SCRIPTS = ("throughput", "small", "scaling")
 PREFERRED = ("cuda", "triton", "cpu", "reference")
@@ -29,8 +29,8 @@ def load(out: Path, tag: str) -> dict[str, list[dict]]:
     for script in SCRIPTS:
         path = out / f"{script}_{tag}.json"
         if path.exists():
-            rows = common.read_rows(path)
-            common.attach_ratios(rows)
+            rows = results_io.read_rows(path)
+            ratios.attach_ratios(rows)
             found[script] = rows
     return found
 
@@ -84,7 +84,7 @@ def throughput_table(rows) -> Table:
                   "from each contender's fastest call; NoiseGrad/FusionGrad: floor + weight writes)",
                   ["model", "method", "contender", "N", "ms", "img/s", "x floor", "x floor (fastest)", "peak MiB",
                    "mem x floor"])
-    for r in common.without_repeated_floors(rows):
+    for r in ratios.without_repeated_floors(rows):
         if r["median_s"] is None:
             continue
         table.add(config_name(r), r["method"], r["label"], r["N"], ms(r["median_s"]), f"{r['throughput']:.0f}",
@@ -130,7 +130,7 @@ def scaling_table(rows) -> Table:
 
 def speedup(peer, fm) -> float:
     """Peer time / fastmollify time, paired by round where they were timed together."""
-    return common.paired_ratio(peer, [fm])[0]
+    return ratios.paired_ratio(peer, [fm])[0]
 
 
 def at_least(value: float, goal: float, peer, fm) -> str:
@@ -138,7 +138,7 @@ def at_least(value: float, goal: float, peer, fm) -> str:
     (the upper quartile of the per-round ratios reaches 1: a difference inside the timing noise)."""
     if value >= goal:
         return "yes"
-    rounds = common.round_ratios(peer, [fm])
+    rounds = ratios.round_ratios(peer, [fm])
     if goal == 1 and len(rounds) >= 3 and statistics.quantiles(rounds, n=4, method="inclusive")[2] >= 1:
         return "tie"
     return "NO"
@@ -201,7 +201,7 @@ def targets_table(found) -> Table:
             _describe(worst), None)
 
     def smoothgrad_of(peer):  # fastmollify's SmoothGrad row timed with the peer's configuration and N
-        return lambda f: (f["method"] == "smoothgrad" and common._config_key(f) == common._config_key(peer)
+        return lambda f: (f["method"] == "smoothgrad" and ratios.config_key(f) == ratios.config_key(peer)
                           and f["N"] == peer["N"])
 
     captum = [r for r in every if r["impl"] == "captum"]
@@ -220,7 +220,7 @@ def targets_table(found) -> Table:
         add("ResNet50: Captum / fastmollify", ">= 1x", x(low[0]), _describe(low[1]),
             at_least(low[0], 1, low[2], low[1]))
     authors = _speedups([r for r in every if r["impl"] == "authors"], fast, lambda peer: lambda f: (
-        f["method"] == peer["method"] and common._config_key(f) == common._config_key(peer)
+        f["method"] == peer["method"] and ratios.config_key(f) == ratios.config_key(peer)
         and f["m"] == peer["m"] and f["n"] == peer["n"]))
     if authors:
         low = min(authors, key=lambda s: s[0])
@@ -309,7 +309,7 @@ def render(out: Path, tag: str, markdown: bool = False) -> str:
 
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=common.RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--tag", choices=("cpu", "gpu"), default=None)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)

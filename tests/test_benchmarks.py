@@ -16,7 +16,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_scaling, bench_small, bench_throughput, common, peers, summary  # noqa: E402
+from benchmarks import (  # noqa: E402
+    bench_scaling, bench_small, bench_throughput, contenders, fresh_process, memory, peers, ratios, results_io,
+    runner, summary, timing, zoo)
 
 SCRIPTS = {"scaling": bench_scaling, "small": bench_small, "throughput": bench_throughput}
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -46,12 +48,12 @@ def results(tmp_path_factory):
 @pytest.mark.parametrize("name", list(SCRIPTS))
 def test_script_rows(results, name):
     out, returned = results
-    path = out / f"{name}_{common.device_tag(DEVICE)}.json"
+    path = out / f"{name}_{results_io.device_tag(DEVICE)}.json"
     rows = json.loads(path.read_text())
     assert rows and len(rows) == len(returned[name])
-    assert path.with_suffix(".csv").read_text().splitlines()[0].split(",") == list(common.ROW_FIELDS)
+    assert path.with_suffix(".csv").read_text().splitlines()[0].split(",") == list(runner.ROW_FIELDS)
     for row in rows:
-        assert set(common.ROW_FIELDS) <= set(row), set(common.ROW_FIELDS) - set(row)
+        assert set(runner.ROW_FIELDS) <= set(row), set(runner.ROW_FIELDS) - set(row)
         assert row["error"] is None, (row["label"], row["method"], row["error"])
         assert row["device"] and row["device_type"] == torch.device(DEVICE).type
         assert row["B"] >= 1 and row["N"] >= 1 and row["chunk"] >= 1 and row["repeats"] >= 1
@@ -67,20 +69,20 @@ def test_script_rows(results, name):
     assert {"floor", "fastmollify", "captum", "plain"} <= impls
     if name == "throughput":
         assert "authors" in impls
-        assert {row["method"] for row in rows} >= set(common.INPUT_METHODS) | set(common.WEIGHT_METHODS)
+        assert {row["method"] for row in rows} >= set(contenders.INPUT_METHODS) | set(contenders.WEIGHT_METHODS)
     if name == "scaling":
-        assert (out / f"scaling_{common.device_tag(DEVICE)}.png").stat().st_size > 0
+        assert (out / f"scaling_{results_io.device_tag(DEVICE)}.png").stat().st_size > 0
         backends = {row["backend"] for row in rows if row["impl"] == "fastmollify"}
-        assert backends == set(common.available_backends(DEVICE))
+        assert backends == set(contenders.available_backends(DEVICE))
 
 
 def test_summary_renders(results):
     out, _ = results
-    text = summary.render(out, common.device_tag(DEVICE))
+    text = summary.render(out, results_io.device_tag(DEVICE))
     for title in ("N-scaling", "Small models", "ImageNet-size throughput", "Targets") + (
             ("Op bandwidth",) if OPS.exists() else ()):
         assert title in text
-    assert "| --- |" not in text and "|---|" in summary.render(out, common.device_tag(DEVICE), markdown=True)
+    assert "| --- |" not in text and "|---|" in summary.render(out, results_io.device_tag(DEVICE), markdown=True)
 
 
 def test_peers_compute_the_same_map():
@@ -88,7 +90,7 @@ def test_peers_compute_the_same_map():
     import fastmollify as fm
 
     torch.manual_seed(0)
-    model = common.MLP().eval()
+    model = zoo.MLP().eval()
     x, target = torch.rand(3, 1, 28, 28), torch.tensor([1, 2, 3])
     grad = peers.saliency(model, x, target)
     plain = peers.plain_smoothgrad(model, x, target, n=4, chunk=3, sigma=1e-6)
@@ -105,15 +107,15 @@ def test_peers_compute_the_same_map():
 def test_cpu_peak_memory_counts_the_tensors():
     """The CPU memory method: the profiler's peak of live tensor bytes sees the chunk buffer, repeatably,
     and a fresh process measures the same."""
-    setup = common.Setup(common.SetupSpec("mlp", 64, "cpu"))
-    case = common.Case("floor", "floor", n=40, chunk=40)
+    setup = zoo.Setup(zoo.SetupSpec("mlp", 64, "cpu"))
+    case = contenders.Case("floor", "floor", n=40, chunk=40)
     buffer = 40 * 64 * 784 * 4  # the noisy-input buffer the floor fills, as every contender must
-    first = common.measure(setup, case, repeats=1)
-    again = common.measure(setup, case, repeats=1)
-    assert first.error is None and first.mem_method == common.CPU_MEM_METHOD
+    first = timing.measure(setup, case, repeats=1)
+    again = timing.measure(setup, case, repeats=1)
+    assert first.error is None and first.mem_method == memory.CPU_MEM_METHOD
     assert buffer <= first.peak < 4 * buffer
     assert again.peak == first.peak
-    fresh = common.measure_in_subprocess(setup.spec, case, repeats=1)
+    fresh = fresh_process.measure_in_subprocess(setup.spec, case, repeats=1)
     assert fresh.error is None and fresh.peak == first.peak and fresh.peak_rss is not None
 
 
@@ -133,11 +135,11 @@ def test_ratios_pair_calls_of_the_same_round():
     floor = _row("floor", "floor", [1.0, 3.0, 1.0], "g1")
     ours = _row("fastmollify", "smoothgrad", [1.1, 3.3, 1.1], "g1")
     other_floor = _row("floor", "floor", [0.5, 0.5, 0.5], "g0")  # an earlier pass: not the one to pair with
-    common.attach_ratios([other_floor, floor, ours])
+    ratios.attach_ratios([other_floor, floor, ours])
     assert ours["ratio_kind"] == "paired" and ours["ratio_to_floor"] == pytest.approx(1.1)
     assert ours["floor_s"] == 1.0 and ours["ratio_of_mins"] == pytest.approx(1.1)
     alone = _row("fastmollify", "smoothgrad", [1.2, 1.2, 9.0], "g2")
-    common.attach_ratios([floor, alone])
+    ratios.attach_ratios([floor, alone])
     assert alone["ratio_kind"] == "medians" and alone["ratio_to_floor"] == pytest.approx(1.2)
 
 
@@ -145,9 +147,9 @@ def test_weight_noise_ratio_adds_the_weight_writes_of_each_round():
     floor = _row("floor", "floor-noisegrad", [1.0, 2.0, 1.0], "g", backend="floor", n=1, m=2, chunk=1)
     writes = _row("fastmollify", "weight_writes", [0.5, 1.0, 0.5], "g", n=1, m=2, chunk=1)
     ours = _row("fastmollify", "noisegrad", [1.5, 3.3, 1.65], "g", n=1, m=2, chunk=1)
-    common.attach_ratios([floor, writes, ours])
+    ratios.attach_ratios([floor, writes, ours])
     assert ours["ratio_to_floor"] == pytest.approx(1.1)  # median of 1.0, 1.1, 1.1
-    assert [r["method"] for r in common.without_repeated_floors([floor, writes, floor, ours])] == [
+    assert [r["method"] for r in ratios.without_repeated_floors([floor, writes, floor, ours])] == [
         "floor-noisegrad", "weight_writes", "noisegrad"]
 
 
