@@ -76,7 +76,8 @@ def demo(args) -> int:
     width = max(len(r[0]) for r in rows)
     print(f"\n{'method':<{width}}  {'seconds':>8}  {'mean std. error':>15}  {'N':>4}  backend")
     for name, seconds, se, count, backend in rows:
-        print(f"{name:<{width}}  {seconds:>8.2f}  {se:>15.3e}  {count:>4}  {backend}")
+        error = f"{se:>15.3e}" if se == se else f"{'undefined (N=1)':>15}"
+        print(f"{name:<{width}}  {seconds:>8.2f}  {error}  {count:>4}  {backend}")
     print(f"\nwrote {path} (total {time.perf_counter() - start:.1f} s)")
     return 0
 

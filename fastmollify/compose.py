@@ -65,33 +65,68 @@ def gradient_x_input(model, inputs, target=None, *, inner="smoothgrad", reduce: 
     return _finish(xf * g.mean, xf**2 * g.stderr**2, g.n, reduce, x.dtype, g)
 
 
+def _baseline(baseline, x: torch.Tensor) -> torch.Tensor:
+    if baseline is None:
+        return torch.zeros_like(x)
+    try:
+        x0 = torch.as_tensor(checks.scalar(baseline), dtype=x.dtype, device=x.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"baseline must be None, a number or a tensor broadcastable to inputs, got "
+                        f"{type(baseline).__name__}") from None
+    try:
+        return x0.expand_as(x)
+    except RuntimeError:
+        raise ValueError(f"baseline has shape {tuple(x0.shape)}, which does not broadcast to inputs "
+                         f"{tuple(x.shape)}: pass a number, one example's shape {tuple(x.shape[1:])}, or inputs' "
+                         f"shape") from None
+
+
+def _per_step(arg, batch: int, steps: int):
+    """A per-example forward argument repeated for each example's steps (example-major)."""
+    if torch.is_tensor(arg) and arg.dim() > 0 and arg.shape[0] == batch:
+        return arg.repeat_interleave(steps, dim=0)
+    return arg
+
+
 def integrated_gradients(model, inputs, target=None, *, inner="smoothgrad", steps: int = 16, baseline=None,
-                         reduce: str = "mean", **inner_options):
+                         reduce: str = "mean", additional_forward_args=None, example_offset: int = 0,
+                         **inner_options):
     """``(x - x0) * (1/steps) sum_k G(x0 + a_k (x - x0))``, a_k = (k + 1/2)/steps (midpoint rule).
 
     ``baseline`` x0: None (zeros), a number or a tensor broadcastable to ``inputs``. All the
-    ``steps * B`` interpolated inputs go to the inner method in one call (each gets its own
-    noise: the example index runs over steps and batch). For AdaptGrad/ClipGrad pass
-    ``bounds``: the default (the inputs' min and max) is taken over all interpolated inputs.
-    Its standard error combines the steps' standard errors:
+    ``B * steps`` interpolated inputs go to the inner method in one call, example-major: step k
+    of the example with global index g (``example_offset`` + its position) is inner example
+    ``g * steps + k``, so each example's map depends only on (seed, g, steps), whatever the batch
+    split. Per-example ``additional_forward_args`` and targets are repeated for the steps. For
+    AdaptGrad/ClipGrad pass ``bounds``: the default (the inputs' min and max) is taken over all
+    interpolated inputs. Its standard error combines the steps' independent standard errors:
     ``|x - x0| * sqrt(sum_k stderr_k^2) / steps``.
     """
     x = _tensor(inputs, "integrated_gradients")
     _check_reduce(reduce)
-    steps = checks.positive_int("steps", int(steps))
-    x0 = torch.zeros_like(x) if baseline is None else torch.as_tensor(baseline, dtype=x.dtype,
-                                                                      device=x.device).expand_as(x)
+    steps = checks.positive_int("steps", steps)
+    x0 = _baseline(baseline, x)
     b = x.shape[0]
+    offset = checks.stream_index("example_offset", example_offset, b)
+    checks.stream_index("example_offset * steps", offset * steps, b * steps, " (integrated_gradients gives each "
+                        "example steps indices)")
+    target = checks.target(target, b, x.device)
+    options = dict(inner_options, example_offset=offset * steps) if offset else dict(inner_options)
+    if additional_forward_args is not None:
+        extra = additional_forward_args if isinstance(additional_forward_args, (tuple, list)) else \
+            (additional_forward_args,)
+        options["additional_forward_args"] = tuple(_per_step(a, b, steps) for a in extra)
     alphas = (torch.arange(steps, dtype=torch.float64, device=x.device) + 0.5) / steps
-    shape = (steps,) + (1,) * x.dim()
-    path = (x0.detach().unsqueeze(0) + alphas.to(x.dtype).reshape(shape) * (x - x0).detach().unsqueeze(0))
-    path = path.reshape(steps * b, *x.shape[1:])
-    if target is not None and not isinstance(target, (int, bool)):
-        t = torch.as_tensor(target, device=x.device)
-        if t.numel() == b > 1:  # one target per example: the same for each of its steps
-            target = t.reshape(-1).repeat(steps)
-    g = _stats(_inner(inner)(model, path, target, reduce="stats", **inner_options))
-    mean = g.mean.reshape(steps, *x.shape).mean(0)
-    var_of_mean = (g.stderr**2).reshape(steps, *x.shape).sum(0) / steps**2
+    shape = (1, steps) + (1,) * (x.dim() - 1)
+    path = x0.detach().unsqueeze(1) + alphas.to(x.dtype).reshape(shape) * (x - x0).detach().unsqueeze(1)
+    path = path.reshape(b * steps, *x.shape[1:])
+    path_target = None if target is None else target.repeat_interleave(steps)
+    try:
+        g = _stats(_inner(inner)(model, path, path_target, reduce="stats", **options))
+    except ValueError as error:  # speak of the user's batch, not of the B * steps path points
+        raise ValueError(str(error).replace(f"B = {b * steps}", f"B = {b} (x {steps} path steps)")) from None
+    per_step = (b, steps, *x.shape[1:])
+    mean = g.mean.reshape(per_step).mean(1)
+    var_of_mean = (g.stderr**2).reshape(per_step).sum(1) / steps**2
     diff = (x - x0).detach().float()
     return _finish(diff * mean, diff**2 * var_of_mean, g.n, reduce, x.dtype, g)

@@ -166,6 +166,31 @@ def by_id(id_: int) -> Kernel:
     raise ValueError(f"no registered kernel has id {id_!r}")
 
 
+def _check_symmetric(density: Callable, inverse_cdf: Callable) -> None:
+    """Refuse a kernel that is not a symmetric density, checked on a dense grid of u (tails included)."""
+    tails = torch.logspace(-7, math.log10(0.05), 200, dtype=torch.float64)
+    u = torch.cat([tails, torch.linspace(0.05, 0.5, 2001, dtype=torch.float64)[1:]])  # the lower half, 0.5 last
+    q = inverse_cdf(u)
+    if not torch.is_tensor(q) or q.shape != u.shape or not torch.isfinite(q).all():
+        raise ValueError("inverse_cdf must map a float64 tensor of u in (0, 1) to finite values of the same shape")
+    q = q.double()
+    scale = float(q.abs().max())
+    if not (q.diff() >= 0).all() or not q[-1].abs() <= 1e-9 * max(scale, 1.0):
+        raise ValueError("inverse_cdf must be non-decreasing with inverse_cdf(0.5) == 0 (a density symmetric about 0)")
+    mirrored = inverse_cdf(1 - u).double()
+    if not torch.allclose(q, -mirrored, rtol=1e-6, atol=1e-9 * max(scale, 1.0)):
+        worst = int((q + mirrored).abs().argmax())
+        raise ValueError(f"inverse_cdf must be symmetric, inverse_cdf(1 - u) == -inverse_cdf(u), but at u = "
+                         f"{float(u[worst]):.3g} it gives {float(q[worst]):.6g} and {float(mirrored[worst]):.6g}: "
+                         f"a mollifier must be a density symmetric about 0")
+    t = q[q.abs() > 0]
+    d_pos, d_neg = density(t.abs()).double(), density(-t.abs()).double()
+    if not torch.allclose(d_pos, d_neg, rtol=1e-6, atol=1e-12):
+        worst = int((d_pos - d_neg).abs().argmax())
+        raise ValueError(f"density must be symmetric, density(-t) == density(t), but at t = {float(t[worst].abs()):.4g} "
+                         f"it gives {float(d_neg[worst]):.6g} and {float(d_pos[worst]):.6g}")
+
+
 def register(name: str, *, density: Callable, inverse_cdf: Callable, triton_inverse_cdf=None,
              replace: bool = False) -> Kernel:
     """Add a user kernel: a symmetric density and its inverse CDF (torch functions of tensors).
@@ -179,14 +204,7 @@ def register(name: str, *, density: Callable, inverse_cdf: Callable, triton_inve
         raise ValueError(f"a kernel called {name!r} exists; pick another name (or replace=True for your own)")
     if not callable(density) or not callable(inverse_cdf):
         raise TypeError("density and inverse_cdf must be callables taking and returning tensors")
-    u = torch.tensor([0.01, 0.1, 0.3, 0.5], dtype=torch.float64)
-    q = inverse_cdf(u)
-    if not torch.is_tensor(q) or q.shape != u.shape or not torch.isfinite(q).all():
-        raise ValueError("inverse_cdf must map a float64 tensor of u in (0, 1) to finite values of the same shape")
-    mirrored = inverse_cdf(1 - u)
-    if not torch.allclose(q, -mirrored, rtol=1e-6, atol=1e-9) or not (q.diff() > 0).all():
-        raise ValueError("inverse_cdf must be increasing and symmetric (inverse_cdf(1 - u) == -inverse_cdf(u)): "
-                         "a mollifier must be a symmetric density")
+    _check_symmetric(density, inverse_cdf)
     previous = _REGISTRY.get(name)
     id_ = previous.id if previous else max(_FIRST_USER_ID - 1, *(k.id for k in _REGISTRY.values())) + 1
     kernel = Kernel(name, id_, density, inverse_cdf, triton_inverse_cdf=triton_inverse_cdf)

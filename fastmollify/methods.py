@@ -21,6 +21,7 @@ buffers and the train/eval mode are as they were after every call, even one that
 """
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import torch
@@ -29,11 +30,12 @@ from . import checks, engine, kernels
 from .ops import ADAPTIVE, FIXED, RANGE
 from .stats import REDUCTIONS
 
-__all__ = ["smoothgrad", "mollify", "adaptgrad", "clipgrad", "noisegrad", "fusiongrad", "gradient",
-           "adaptive_scale", "COMMON_OPTIONS"]
+METHODS = ("smoothgrad", "mollify", "adaptgrad", "clipgrad", "noisegrad", "fusiongrad", "gradient")
+__all__ = [*METHODS, "adaptive_scale", "check_options", "COMMON_OPTIONS"]
 
 COMMON_OPTIONS = ("seed", "chunk_size", "reduce", "backend", "output", "additional_forward_args",
                   "example_offset", "abs", "progress")
+CAPTUM_NAMES = ("nt_type", "nt_samples", "stdevs", "nt_samples_batch_size", "draw_baseline_from_distrib")
 
 
 def adaptive_scale(c: float) -> float:
@@ -42,7 +44,7 @@ def adaptive_scale(c: float) -> float:
     This is the Gaussian's eps for coverage ``c`` within ``+-1``: each element's sigma is
     ``eps_from(r=distance to the nearer bound, alpha=c)``.
     """
-    checks.open_unit("c", c, " (the probability that a sample stays within the bounds)")
+    c = checks.open_unit("c", c, " (the probability that a sample stays within the bounds)")
     return kernels.get("gaussian").eps_from(1.0, c)
 
 
@@ -71,7 +73,11 @@ def _bounds(x: torch.Tensor, bounds, name: str):
     example = x.shape[1:]
     ends = []
     for end_name, end in zip(("lo", "hi"), bounds):
-        t = torch.as_tensor(end, dtype=torch.float32, device=x.device)
+        try:
+            t = torch.as_tensor(end, dtype=torch.float32, device=x.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"bounds {end_name} must be a number or a tensor broadcastable to one example of {name}, "
+                            f"got {end!r}") from None
         try:
             shape = torch.broadcast_shapes(t.shape, example)
         except RuntimeError:
@@ -98,7 +104,12 @@ def _check_within(x: torch.Tensor, lo, hi, name: str) -> None:
 
 
 def _gaussian_noise(x, k, name, sigma, noise_level, bounds, clip=False):
-    """SmoothGrad/ClipGrad noise: absolute ``sigma`` or ``noise_level * (hi - lo)``."""
+    """SmoothGrad/ClipGrad noise: absolute ``sigma`` or ``noise_level * (hi - lo)`` (default 0.2)."""
+    if sigma is not None and noise_level is not None:
+        raise ValueError("pass either sigma (absolute) or noise_level (a share of hi - lo), not both")
+    if sigma is not None and bounds is not None and not clip:
+        raise ValueError("bounds only set sigma from noise_level; with an absolute sigma they would be ignored: "
+                         "drop bounds, or pass noise_level instead of sigma")
     need_bounds = clip or sigma is None
     lo = hi = None
     if need_bounds:
@@ -108,7 +119,7 @@ def _gaussian_noise(x, k, name, sigma, noise_level, bounds, clip=False):
     gaussian = kernels.get("gaussian")
     if sigma is not None:
         return engine.InputNoise(gaussian, checks.positive("sigma", sigma), FIXED, lo, hi, clip)
-    level = checks.positive("noise_level", noise_level)
+    level = checks.positive("noise_level", 0.2 if noise_level is None else noise_level)
     if scalar:
         return engine.InputNoise(gaussian, level * float(hi - lo), FIXED, lo, hi, clip)
     return engine.InputNoise(gaussian, level, RANGE, lo, hi, clip)
@@ -120,6 +131,12 @@ def _weight_indices(model, params) -> list[int]:
     all_params = list(model.parameters())
     if params is None:
         return [i for i, p in enumerate(all_params) if p.is_floating_point()]
+    if isinstance(params, (str, torch.Tensor)) or not hasattr(params, "__iter__"):
+        raise TypeError(f"params must be a list of parameter names or parameters (e.g. params=['fc.weight']), "
+                        f"got {type(params).__name__}")
+    params = list(params)
+    if not params:
+        raise ValueError("params is empty: name the parameters to perturb, or pass params=None for all")
     names = dict(model.named_parameters())
     positions = {id(p): i for i, p in enumerate(all_params)}
     indices = []
@@ -132,27 +149,59 @@ def _weight_indices(model, params) -> list[int]:
     return sorted(set(indices))
 
 
-def _explain(model, inputs, target, noise_for, *, n=1, include_clean=False, weight_draws=0,
-             weight_sigma=0.0, params=None, seed=0, chunk_size=None, reduce="mean", backend="auto",
-             output="logit", additional_forward_args=None, example_offset=0, abs=False, progress=None):
+def _own_options(method: str) -> tuple[str, ...]:
+    """The keyword options a public method takes besides the common ones."""
+    signature = inspect.signature(globals()[method])
+    return tuple(name for name, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY)
+
+
+def check_options(method: str, options: dict) -> None:
+    """Refuse an option ``method`` does not take, naming it, the valid ones, and who takes it."""
+    valid = _own_options(method) + COMMON_OPTIONS
+    for name in options:
+        if name in valid:
+            continue
+        if name in CAPTUM_NAMES:
+            hint = (f" ({name!r} is Captum's name: fm.Explainer(model, method={method!r}).attribute(...) accepts "
+                    f"Captum's names)")
+        else:
+            owners = [other for other in METHODS if other != method and name in _own_options(other)]
+            hint = f" ({name!r} is an option of {', '.join(owners)})" if owners else ""
+        raise TypeError(f"{method} got an unknown option {name!r}{hint}; its options are: {', '.join(valid)}")
+
+
+def _explain(method, model, inputs, target, noise_for, options, *, n=1, include_clean=False, weight_draws=0,
+             weight_sigma=0.0, params=None):
+    check_options(method, options)
+    return _run(model, inputs, target, noise_for, n=n, include_clean=include_clean, weight_draws=weight_draws,
+                weight_sigma=weight_sigma, params=params, **options)
+
+
+def _run(model, inputs, target, noise_for, *, n, include_clean, weight_draws, weight_sigma, params, seed=0,
+         chunk_size=None, reduce="mean", backend="auto", output="logit", additional_forward_args=None,
+         example_offset=0, abs=False, progress=None):
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("fastmollify needs autograd: call it outside torch.inference_mode()")
     checks.model(model)
     tensors, is_tuple = checks.inputs_tuple(inputs, model)
+    batch = tensors[0].shape[0]
     checks.choice("reduce", reduce, REDUCTIONS)
     checks.choice("output", output, ("logit", "softmax"))
+    n = checks.positive_int("n", n)
+    plan = engine.Plan(
+        noises=None, n=n, seed=checks.seed(seed), weight_draws=weight_draws, weight_sigma=weight_sigma,
+        weight_params=_weight_indices(model, params) if weight_draws else None,
+        include_clean=checks.boolean("include_clean", include_clean), abs=checks.boolean("abs", abs),
+        chunk_size=None if chunk_size is None else checks.positive_int("chunk_size", chunk_size),
+        backend=backend, example_offset=checks.stream_index("example_offset", example_offset, batch),
+        progress=checks.boolean("progress", progress, allow_none=True))
+    checks.stream_index("the sample index", 0, n * max(weight_draws, 1), " (n * m samples)")
+    target = checks.target(target, batch, tensors[0].device)
     names = [f"inputs[{k}]" if is_tuple else "inputs" for k in range(len(tensors))]
-    noises = None if noise_for is None else [noise_for(x, k, names[k]) for k, x in enumerate(tensors)]
+    plan.noises = None if noise_for is None else [noise_for(x, k, names[k]) for k, x in enumerate(tensors)]
     extra = additional_forward_args
     extra = () if extra is None else tuple(extra) if isinstance(extra, (tuple, list)) else (extra,)
-    plan = engine.Plan(
-        noises=noises, n=checks.positive_int("n", n), seed=checks.seed(seed),
-        weight_draws=weight_draws, weight_sigma=weight_sigma,
-        weight_params=_weight_indices(model, params) if weight_draws else None,
-        include_clean=bool(include_clean), abs=bool(abs),
-        chunk_size=None if chunk_size is None else checks.positive_int("chunk_size", chunk_size),
-        backend=backend, example_offset=checks.positive_int("example_offset", example_offset, 0), progress=progress)
-    objective = engine.Objective(model, checks.target(target, tensors[0].shape[0], tensors[0].device), output,
-                                 extra, tensors[0].shape[0])
-    stats = engine.run(objective, tensors, plan)
+    stats = engine.run(engine.Objective(model, target, output, extra, batch), tensors, plan)
     if reduce == "stats":
         return tuple(stats) if is_tuple else stats[0]
     maps = tuple(s.reduce(reduce, x.dtype) for s, x in zip(stats, tensors))
@@ -161,39 +210,43 @@ def _explain(model, inputs, target, noise_for, *, n=1, include_clean=False, weig
 
 def gradient(model, inputs, target=None, **options):
     """The plain input gradient (the n = 1, no-noise case), through the same engine."""
-    return _explain(model, inputs, target, None, **options)
+    return _explain("gradient", model, inputs, target, None, options)
 
 
-def smoothgrad(model, inputs, target=None, *, n: int = 50, noise_level: float = 0.2, sigma=None, bounds=None,
-               **options):
+def smoothgrad(model, inputs, target=None, *, n: int = 50, noise_level: Optional[float] = None, sigma=None,
+               bounds=None, **options):
     """SmoothGrad: the mean gradient over ``n`` Gaussian perturbations ``x + sigma * z``.
 
-    ``sigma`` (absolute; one per input for tuple inputs) wins when given; otherwise
+    Give ``sigma`` (absolute; one per input for tuple inputs) or ``noise_level`` (default 0.2):
     ``sigma = noise_level * (hi - lo)`` with ``bounds=(lo, hi)`` scalars or tensors
-    broadcastable to one example (per channel, per element), defaulting to the inputs'
-    min and max.
+    broadcastable to one example (per channel, per element), defaulting to the inputs' min and
+    max. Giving both, or bounds with sigma, is refused (one of them would be ignored).
     """
     count = len(inputs) if isinstance(inputs, (tuple, list)) else 1
     sigmas, all_bounds = _per_input("sigma", sigma, count), _per_input("bounds", bounds, count)
-    return _explain(model, inputs, target,
+    return _explain("smoothgrad", model, inputs, target,
                     lambda x, k, name: _gaussian_noise(x, k, name, sigmas[k], noise_level, all_bounds[k]),
-                    n=n, **options)
+                    options, n=n)
 
 
 def mollify(model, inputs, target=None, *, kernel="gaussian", eps: Optional[float] = None, r: Optional[float] = None,
-            alpha: float = 0.95, n: int = 50, **options):
+            alpha: Optional[float] = None, n: int = 50, **options):
     """Monte Carlo gradient mollification: the mean gradient over ``x + eps * z``, ``z ~ kernel``.
 
     ``kernel``: 'gaussian', 'poisson', 'hyperbolic', 'sigmoid', 'rectangular' or a registered
-    one. Give ``eps`` (absolute scale), or ``r`` and ``alpha``: eps such that a share alpha of
-    each element's noise lies within +-r (paper 1, eq. 30).
+    one. Give ``eps`` (absolute scale), or ``r`` and ``alpha`` (default 0.95): eps such that a
+    share alpha of each element's noise lies within +-r (paper 1, eq. 30).
     """
     chosen = kernels.get(kernel)
     if (eps is None) == (r is None):
         raise ValueError("mollify needs exactly one scale: eps=... (absolute) or r=... (with alpha, default 0.95)")
+    if eps is not None and alpha is not None:
+        raise ValueError("alpha sets eps from r; with eps given it would be ignored: pass r=... with alpha, or eps alone")
     scale = checks.positive("eps", eps) if eps is not None else chosen.eps_from(
-        checks.positive("r", r), checks.open_unit("alpha", alpha, " (the share of noise within +-r)"))
-    return _explain(model, inputs, target, lambda x, k, name: engine.InputNoise(chosen, scale), n=n, **options)
+        checks.positive("r", r),
+        checks.open_unit("alpha", 0.95 if alpha is None else alpha, " (the share of noise within +-r)"))
+    return _explain("mollify", model, inputs, target, lambda x, k, name: engine.InputNoise(chosen, scale), options,
+                    n=n)
 
 
 def adaptgrad(model, inputs, target=None, *, c: float = 0.95, bounds=None, n: int = 50,
@@ -215,17 +268,20 @@ def adaptgrad(model, inputs, target=None, *, c: float = 0.95, bounds=None, n: in
         _check_within(x, lo, hi, name)
         return engine.InputNoise(kernels.get("gaussian"), scale, ADAPTIVE, lo, hi)
 
-    return _explain(model, inputs, target, noise_for, n=n, include_clean=include_clean, **options)
+    return _explain("adaptgrad", model, inputs, target, noise_for, options, n=n, include_clean=include_clean)
 
 
-def clipgrad(model, inputs, target=None, *, noise_level: float = 0.2, sigma=None, bounds=None, n: int = 50,
+def clipgrad(model, inputs, target=None, *, noise_level: Optional[float] = None, sigma=None, bounds=None, n: int = 50,
              **options):
-    """ClipGrad (the AdaptGrad paper's baseline): SmoothGrad with every sample clamped into bounds."""
+    """ClipGrad (the AdaptGrad paper's baseline): SmoothGrad with every sample clamped into bounds.
+
+    ``sigma`` or ``noise_level`` (default 0.2) as in ``smoothgrad``; ``bounds`` clamp the samples.
+    """
     count = len(inputs) if isinstance(inputs, (tuple, list)) else 1
     sigmas, all_bounds = _per_input("sigma", sigma, count), _per_input("bounds", bounds, count)
-    return _explain(model, inputs, target,
+    return _explain("clipgrad", model, inputs, target,
                     lambda x, k, name: _gaussian_noise(x, k, name, sigmas[k], noise_level, all_bounds[k], clip=True),
-                    n=n, **options)
+                    options, n=n)
 
 
 def noisegrad(model, inputs, target=None, *, m: int = 25, weight_sigma: float = 0.2, params=None, **options):
@@ -234,13 +290,14 @@ def noisegrad(model, inputs, target=None, *, m: int = 25, weight_sigma: float = 
     ``params``: the parameters to perturb (names or tensors; default all). The clean weights are
     never written: for the call the parameters point at a buffer of noisy weights (one more copy
     of the weights in memory), and they point back, even if the call raised or was interrupted.
+    Weight-noise calls on one model run one at a time (other threads' calls on it wait).
     """
-    return _explain(model, inputs, target, None, weight_draws=checks.positive_int("m", m),
-                    weight_sigma=checks.positive("weight_sigma", weight_sigma), params=params, **options)
+    return _explain("noisegrad", model, inputs, target, None, options, weight_draws=checks.positive_int("m", m),
+                    weight_sigma=checks.positive("weight_sigma", weight_sigma), params=params)
 
 
 def fusiongrad(model, inputs, target=None, *, m: int = 10, n: int = 10, weight_sigma: float = 0.2,
-               noise_level: float = 0.2, sigma=None, bounds=None, params=None, **options):
+               noise_level: Optional[float] = None, sigma=None, bounds=None, params=None, **options):
     """FusionGrad (NoiseGrad++): ``m`` weight draws x ``n`` Gaussian input draws each.
 
     Input noise as in ``smoothgrad`` (the original used an absolute ``sigma=0.4``); weight
@@ -248,7 +305,7 @@ def fusiongrad(model, inputs, target=None, *, m: int = 10, n: int = 10, weight_s
     """
     count = len(inputs) if isinstance(inputs, (tuple, list)) else 1
     sigmas, all_bounds = _per_input("sigma", sigma, count), _per_input("bounds", bounds, count)
-    return _explain(model, inputs, target,
+    return _explain("fusiongrad", model, inputs, target,
                     lambda x, k, name: _gaussian_noise(x, k, name, sigmas[k], noise_level, all_bounds[k]),
-                    n=n, weight_draws=checks.positive_int("m", m),
-                    weight_sigma=checks.positive("weight_sigma", weight_sigma), params=params, **options)
+                    options, n=n, weight_draws=checks.positive_int("m", m),
+                    weight_sigma=checks.positive("weight_sigma", weight_sigma), params=params)

@@ -25,12 +25,12 @@ class Stats:
 
     @property
     def var(self) -> torch.Tensor:
-        """Unbiased sample variance of the sample gradients (``m2 / (n - 1)``)."""
-        return self.m2 / max(self.n - 1, 1) if self.n > 1 else torch.zeros_like(self.m2)
+        """Unbiased sample variance of the sample gradients (``m2 / (n - 1)``); NaN (undefined) for n = 1."""
+        return self.m2 / (self.n - 1) if self.n > 1 else torch.full_like(self.m2, float("nan"))
 
     @property
     def stderr(self) -> torch.Tensor:
-        """Monte Carlo standard error of the mean, ``sqrt(var / n)``: how converged the map is."""
+        """Monte Carlo standard error of the mean, ``sqrt(var / n)``: how converged the map is (NaN for n = 1)."""
         return torch.sqrt(self.var / self.n)
 
     @property
