@@ -7,6 +7,7 @@ backends that are missing fall back to the pure-PyTorch reference.
 """
 from . import compose, data, kernels, metrics, models, noise, viz
 from .compose import gradient_x_input, integrated_gradients
+from .dataset import attribute_dataset, open_store
 from .explainer import Explainer
 from .methods import adaptgrad, clipgrad, fusiongrad, gradient, mollify, noisegrad, smoothgrad
 from .ops.dispatch import availability
@@ -16,4 +17,4 @@ from .stats import Stats
 __version__ = "0.1.0"
 __all__ = ["smoothgrad", "mollify", "adaptgrad", "clipgrad", "noisegrad", "fusiongrad", "gradient", "Explainer",
            "Stats", "integrated_gradients", "gradient_x_input", "quantus_explain_func", "availability",
-           "kernels", "noise", "metrics", "compose", "data", "models", "viz"]
+           "attribute_dataset", "open_store", "kernels", "noise", "metrics", "compose", "data", "models", "viz"]

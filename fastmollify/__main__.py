@@ -1,4 +1,6 @@
-"""``python -m fastmollify [demo | attribute | evaluate | check | bench]`` (no subcommand: demo).
+"""``python -m fastmollify [demo | attribute | show | evaluate | check | bench]`` (no subcommand: demo).
+
+``attribute --data ... --store ...`` and ``show`` live in ``fastmollify.dataset.cli``.
 
 Bad input (an unreadable image, a ``module:callable`` that does not import, an unknown
 method or option) gives one line ``fastmollify: error: ...`` on stderr and exit status 2;
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import inspect
 import os
 import runpy
 import sys
@@ -128,6 +131,45 @@ def _parse_option(text: str):
         return key, value  # a bare string, e.g. kernel=poisson
 
 
+def method_options(method: str, texts) -> dict:
+    """The ``-o key=value`` options of ``method``, checked before any work: each must be one the
+    method takes (for integrated_gradients/gradient_x_input: theirs or their inner method's), and
+    reduce must give a map."""
+    from . import compose, methods
+
+    options = dict(_parse_option(t) for t in texts or [])
+    if options.get("reduce", "mean") not in ("mean", "sq", "var"):
+        raise CLIError(f"-o reduce={options['reduce']}: this command writes maps; use reduce=mean, sq or var")
+    checked, method_name = options, method
+    if method in ("integrated_gradients", "gradient_x_input"):
+        own = [n for n, p in inspect.signature(getattr(compose, method)).parameters.items() if p.kind is p.KEYWORD_ONLY]
+        checked = {k: v for k, v in options.items() if k not in own}
+        method_name = options.get("inner", "smoothgrad")
+        if method_name not in methods.METHODS:
+            raise CLIError(f"-o inner={method_name}: choose one of {', '.join(methods.METHODS)}")
+    try:
+        methods.check_options(method_name, checked)
+    except TypeError as error:
+        raise CLIError(f"-o: {error}") from None
+    return options
+
+
+def normalisation(mean, std, channels: int):
+    """``(mean, std)`` as ``[1, C, 1, 1]`` tensors (or None), refusing a wrong count or a zero std."""
+    import torch
+
+    if mean is None and std is None:
+        return None
+    for name, values in (("--mean", mean), ("--std", std)):
+        if values is not None and len(values) not in (1, channels):
+            raise CLIError(f"{name} has {len(values)} values for {channels}-channel images: give 1 or {channels}")
+    if std is not None and any(v == 0 for v in std):
+        raise CLIError("--std has a zero: every channel's std must be non-zero")
+    mean = torch.tensor(mean or [0.0]).expand(channels).reshape(1, -1, 1, 1)
+    std = torch.tensor(std or [1.0]).expand(channels).reshape(1, -1, 1, 1)
+    return mean, std
+
+
 def _read_image(path: Path, size, channels: int):
     import numpy as np
     import torch
@@ -149,15 +191,22 @@ def _read_image(path: Path, size, channels: int):
 
 
 def attribute(args) -> int:
+    if args.images is None:  # the data-set mode
+        from .dataset import cli as dataset_cli
+
+        return dataset_cli.attribute(args, _model, _parse_option)
     import numpy as np
     import torch
 
     from . import compose, methods, viz
 
+    if isinstance(args.target, str):
+        raise CLIError(f"--target {args.target} needs --data; with --images give a class index (default: predicted)")
     _threads(args.threads)
     if args.method not in METHOD_NAMES:
         raise CLIError(f"unknown method {args.method!r}; choose one of {', '.join(METHOD_NAMES)}")
-    options = dict(_parse_option(o) for o in args.option or [])
+    options = method_options(args.method, args.option)
+    norm = normalisation(args.mean, args.std, args.channels)
     fn = getattr(compose if args.method in ("integrated_gradients", "gradient_x_input") else methods, args.method)
     folder = Path(args.images)
     if folder.is_file():
@@ -177,10 +226,8 @@ def attribute(args) -> int:
     bar = tqdm(images, desc=f"{args.method}", unit="image", disable=args.quiet or None)
     for path, img in bar:
         x = img[None]
-        if args.mean is not None or args.std is not None:
-            mean = torch.tensor(args.mean or [0.0] * x.shape[1]).reshape(1, -1, 1, 1)
-            std = torch.tensor(args.std or [1.0] * x.shape[1]).reshape(1, -1, 1, 1)
-            x = (x - mean) / std
+        if norm is not None:
+            x = (x - norm[0]) / norm[1]
         with torch.no_grad():
             scores = model(x)
         target = args.target if args.target is not None else (int(scores.argmax(1)) if scores.dim() == 2 else None)
@@ -340,7 +387,9 @@ def _floats(text: str):
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Fused gradient-smoothing attributions for PyTorch. "
                                 "With no subcommand: the demo.")
-    sub = p.add_subparsers(dest="command", metavar="{demo,attribute,evaluate,check,bench}")
+    from .dataset import cli as dataset_cli
+
+    sub = p.add_subparsers(dest="command", metavar="{demo,attribute,show,evaluate,check,bench}")
 
     d = sub.add_parser("demo", help="train the built-in model, explain a few images with every method, write a PNG",
                        description="Train the built-in CNN on synthetic shapes (seeded; cached), explain a few test "
@@ -360,12 +409,13 @@ def parser() -> argparse.ArgumentParser:
                        "--option 'bounds=(0, 1)'")
     a.add_argument("--model", required=True, help="module:callable giving an nn.Module (module found on "
                    "sys.path or in the current folder)")
-    a.add_argument("--images", required=True, help="a folder of images (or one image file)")
+    a.add_argument("--images", help="a folder of images (or one image file); or --data (below)")
     a.add_argument("--method", default="smoothgrad", help=f"one of {', '.join(METHOD_NAMES)} (default smoothgrad)")
     a.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
                    help="a method option (repeatable), value as a Python literal: n=50, c=0.99, kernel=poisson, "
                    "'bounds=(0, 1)', inner=adaptgrad")
-    a.add_argument("--target", type=int, default=None, help="class to explain (default: the predicted class)")
+    a.add_argument("--target", type=dataset_cli.target_arg, default=None,
+                   help="class to explain: an index, or with --data also 'label' (default: the predicted class)")
     a.add_argument("--size", type=_size, default=None, help="resize images to H,W (default: keep)")
     a.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1 (grey) or 3 (RGB, default)")
     a.add_argument("--mean", type=_floats, default=None, help="per-channel mean to subtract, e.g. 0.485,0.456,0.406")
@@ -374,7 +424,9 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--out", default="fastmollify-out", help="output folder (default: ./fastmollify-out)")
     a.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+    dataset_cli.add_attribute_options(a)
     a.set_defaults(func=attribute)
+    dataset_cli.add_show_parser(sub)
 
     e = sub.add_parser("evaluate", help="paper-style tables and plots on the built-in data",
                        description="Reproduce the papers' tables (kernels; methods), the N-sweep of the Monte Carlo "
