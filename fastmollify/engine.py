@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import kernels, noise
 from .chunking import ChunkPolicy
 from .guard import guard_model
-from .objective import Objective
+from .objective import NOT_DIFFERENTIABLE, Objective
 from .ops import FIXED, dispatch
 from .stats import Stats
 
@@ -68,7 +68,8 @@ class _Run:
         self.channels_last = [x.dim() == 4 and not x.is_contiguous() and
                               x.is_contiguous(memory_format=torch.channels_last) for x in inputs]
         self.batch = inputs[0].shape[0]
-        self.flat = [x.detach().reshape(self.batch, -1).contiguous() for x in inputs]
+        self.flat = [(x.clone() if x.is_inference() else x).detach().reshape(self.batch, -1).contiguous()
+                     for x in inputs]  # an inference tensor (made under inference_mode) cannot take gradients
         kernel = next((nz.kernel for nz in plan.noises or () if nz is not None), kernels.get("gaussian"))
         self.backends = [dispatch.select(plan.backend, x.device, x.dtype, kernel) for x in self.flat]
         self.mean = [torch.zeros(x.shape, dtype=torch.float32, device=x.device) for x in self.flat]
@@ -108,6 +109,8 @@ class _Run:
         with torch.enable_grad():
             scores = self.objective.scores(views, samples)
             grads = torch.autograd.grad(scores.sum(), views, allow_unused=True)
+        if all(g is None for g in grads):
+            raise ValueError(NOT_DIFFERENTIABLE)
         return [torch.zeros_like(v) if g is None else g for v, g in zip(views, grads)]
 
     def accumulate(self, grads: Sequence[torch.Tensor], samples: int) -> None:

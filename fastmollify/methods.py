@@ -181,7 +181,7 @@ def _run(model, inputs, target, noise_for, *, n, include_clean, weight_draws, we
          chunk_size=None, reduce="mean", backend="auto", output="logit", additional_forward_args=None,
          example_offset=0, abs=False, progress=None):
     if torch.is_inference_mode_enabled():
-        raise RuntimeError("fastmollify needs autograd: call it outside torch.inference_mode()")
+        raise ValueError("fastmollify needs autograd: call it outside torch.inference_mode()")
     checks.model(model)
     tensors, is_tuple = checks.inputs_tuple(inputs, model)
     batch = tensors[0].shape[0]

@@ -10,7 +10,11 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-__all__ = ["Objective", "select_scores"]
+__all__ = ["Objective", "select_scores", "NOT_DIFFERENTIABLE"]
+
+NOT_DIFFERENTIABLE = ("the model's output does not depend on inputs through autograd: it detaches them, ignores "
+                      "them, or runs under torch.no_grad()/torch.inference_mode(); explain a model whose score is "
+                      "differentiable in its inputs")
 
 
 @dataclass
@@ -33,9 +37,7 @@ class Objective:
         scores = select_scores(out, target, self.output, self.batch, repeats, check_range=not self.checked)
         self.checked = True
         if not scores.requires_grad:
-            raise ValueError("the model's output does not depend on inputs through autograd: it detaches them, "
-                             "ignores them, or runs under torch.no_grad()/torch.inference_mode(); explain a "
-                             "model whose score is differentiable in its inputs")
+            raise ValueError(NOT_DIFFERENTIABLE)
         return scores
 
 

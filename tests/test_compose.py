@@ -85,3 +85,34 @@ def test_bad_arguments():
         compose.gradient_x_input(model, torch.randn(1, 6), reduce="var")
     with pytest.raises(TypeError):
         compose.integrated_gradients(model, (torch.randn(1, 6),))
+
+
+@pytest.mark.parametrize("inner,options", [("smoothgrad", dict(n=3, sigma=0.3)), ("fusiongrad", dict(m=2, n=2, sigma=0.3)),
+                                           ("mollify", dict(kernel="sigmoid", eps=0.2, n=3))])
+def test_integrated_gradients_does_not_depend_on_the_batch_split(inner, options):
+    """Each example's noise depends on (seed, its global index, step) only."""
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
+    x = torch.randn(5, 6)
+    target = torch.tensor([0, 2, 1, 1, 0])
+    run = dict(inner=inner, steps=4, seed=11, **options)
+    whole = compose.integrated_gradients(model, x, target, **run)
+    parts = torch.cat([compose.integrated_gradients(model, x[:2], target[:2], **run),
+                       compose.integrated_gradients(model, x[2:3], target[2:3], example_offset=2, **run),
+                       compose.integrated_gradients(model, x[3:], target[3:], example_offset=3, **run)])
+    torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-7)
+    other_seed = compose.integrated_gradients(model, x, target, **dict(run, seed=12))
+    assert (other_seed - whole).abs().max() > 1e-4  # the check above can fail
+
+
+def test_integrated_gradients_tiles_per_example_forward_arguments_over_steps():
+    """A linear model scaled per example: IG = (x - x0) * scale_b * w exactly, whatever the noise."""
+    w = torch.randn(6)
+
+    def model(t, scale):
+        return (t @ w) * scale
+
+    x, scale = torch.randn(4, 6), torch.tensor([1.0, -2.0, 3.0, 0.5])
+    ig = compose.integrated_gradients(model, x, None, inner="smoothgrad", steps=3, n=2, sigma=0.5,
+                                      additional_forward_args=(scale,))
+    torch.testing.assert_close(ig, x * scale[:, None] * w, rtol=1e-5, atol=1e-6)

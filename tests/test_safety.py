@@ -67,13 +67,87 @@ BAD_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("call,error,message", BAD_CALLS)
+ASYMMETRIC_TAIL = dict(density=lambda t: torch.exp(-t.abs()) / 2,  # Laplace, but skewed below u = 0.005
+                       inverse_cdf=lambda u: torch.where(u < 0.5, torch.log(2 * u), -torch.log(2 - 2 * u))
+                       * torch.where(u < 0.005, 1.5, 1.0))
+
+BAD_CALLS += [  # refused before the model is called (the model is wrapped to count calls)
+    (lambda m: fm.smoothgrad(m, X.double(), 0), TypeError, r"inputs has dtype torch.float64 .*model.to\(torch.float64\)"),
+    (lambda m: fm.smoothgrad(m, X, 0, nt_samples=5), TypeError, r"'nt_samples' is Captum's name: fm.Explainer"),
+    (lambda m: fm.noisegrad(m, X, 0, n=5), TypeError, r"unknown option 'n' \('n' is an option of smoothgrad"),
+    (lambda m: fm.gradient(m, X, 0, n=5), TypeError, "unknown option 'n'"),
+    (lambda m: fm.mollify(m, X, 0, eps=0.1, alpha=0.9), ValueError, "alpha .* ignored"),
+    (lambda m: fm.smoothgrad(m, X, 0, sigma=0.1, noise_level=0.2), ValueError, "sigma .* noise_level"),
+    (lambda m: fm.smoothgrad(m, X, 0, sigma=0.1, bounds=(0, 1)), ValueError, "bounds .* sigma"),
+    (lambda m: fm.smoothgrad(m, X, "3"), TypeError, "target must be"),
+    (lambda m: fm.smoothgrad(m, X, 1.0), TypeError, "target must"),
+    (lambda m: fm.smoothgrad(m, X, ["a", "b", "c", "d"]), TypeError, "target must be"),
+    (lambda m: fm.smoothgrad(m, X, 0, bounds=(None, 1)), TypeError, "bounds lo must be a number"),
+    (lambda m: fm.adaptgrad(m, X, 0, bounds=(0, "one")), TypeError, "bounds hi must be a number"),
+    (lambda m: fm.smoothgrad(m, X, 0, example_offset=2**32 - 3), ValueError, "example_offset=.*2\\*\\*32"),
+    (lambda m: fm.smoothgrad(m, X, 0, example_offset=-1), ValueError, "example_offset"),
+    (lambda m: fm.fusiongrad(m, X, 0, m=2**17, n=2**16), ValueError, "n \\* m"),
+    (lambda m: fm.smoothgrad(m, X, 0, abs="yes"), TypeError, "abs must be True or False"),
+    (lambda m: fm.adaptgrad(m, X, 0, bounds=(0, 1), include_clean=1), TypeError, "include_clean must be"),
+    (lambda m: fm.smoothgrad(m, X, 0, progress="no"), TypeError, "progress must be True or False"),
+    (lambda m: fm.noisegrad(m, X, 0, params=[]), ValueError, "params is empty"),
+    (lambda m: fm.noisegrad(m, X, 0, params="0.weight"), TypeError, "params must be a list"),
+    (lambda m: fm.integrated_gradients(m, X, 0, steps=2.7), ValueError, "steps must be an integer"),
+    (lambda m: fm.integrated_gradients(m, X, 0, steps="16"), ValueError, "steps must be an integer"),
+    (lambda m: fm.integrated_gradients(m, X, 0, baseline=torch.zeros(5)), ValueError, "baseline has shape"),
+    (lambda m: fm.integrated_gradients(m, X, 0, baseline="zero"), TypeError, "baseline must be"),
+    (lambda m: fm.integrated_gradients(m, X, 0, inner="smoothgrad", m=3), TypeError, "unknown option 'm'"),
+    (lambda m: fm.integrated_gradients(m, X, [0, 1]), ValueError, "2 entries for a batch of 4"),
+    (lambda m: fm.kernels.register("skewed", **ASYMMETRIC_TAIL), ValueError, "must be symmetric"),
+]
+CALLED = [  # refused at the first model call, before any gradient
+    (lambda m: fm.smoothgrad(lambda t: m(t)[:, :1], X, 0, output="softmax"), ValueError, "softmax is constant"),
+    (lambda m: fm.smoothgrad(lambda t: m(t.detach()), X, 0), ValueError, "does not depend on inputs"),
+    (lambda m: fm.smoothgrad(lambda t: m(torch.zeros_like(t)), X, 0), ValueError, "does not depend on inputs"),
+    (lambda m: fm.smoothgrad(lambda t: _in_inference_mode(m, t), X, 0), ValueError, "does not depend on inputs"),
+    (lambda m: fm.smoothgrad(lambda t: m(t)[:2], X, 0, n=5), ValueError, r"returned shape \(2, 3\) for a batch of B = 4"),
+    (lambda m: fm.integrated_gradients(lambda t: m(t)[:2], X, 0, steps=3), ValueError, r"B = 4 \(x 3 path steps\)"),
+]
+
+CALLED += [c for c in BAD_CALLS if any(k in c[2] for k in ("out of range", "pass target=", "returned shape",
+                                                            "must return a tensor"))]  # need the output's shape
+BEFORE_CALL = [c for c in BAD_CALLS if c not in CALLED]
+
+
+def _in_inference_mode(model, t):
+    with torch.inference_mode():
+        return model(t)
+
+
+@pytest.mark.parametrize("call,error,message", BEFORE_CALL + CALLED)
 def test_bad_input_is_refused_clearly_and_changes_nothing(call, error, message):
     model = make_model()
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(1))
     snap = snapshot(model)
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message) as raised:
         call(model)
+    assert "_explain" not in str(raised.value) and "_run" not in str(raised.value)
     assert_unchanged(model, snap)
+    if (call, error, message) in BEFORE_CALL:
+        assert not calls, "refused only after calling the model"
+
+
+def test_refused_under_inference_mode():
+    with torch.inference_mode(), pytest.raises(ValueError, match="outside torch.inference_mode"):
+        fm.smoothgrad(make_model(), X, 0)
+
+
+def test_tensor_valued_scalars_are_numbers():
+    model = make_model()
+    given = dict(n=torch.tensor(7), noise_level=torch.tensor(0.25, dtype=torch.float64), seed=torch.tensor(3))
+    assert torch.equal(fm.smoothgrad(model, X, 0, **given), fm.smoothgrad(model, X, 0, n=7, noise_level=0.25, seed=3))
+
+
+def test_one_sample_has_an_undefined_standard_error():
+    stats = fm.smoothgrad(make_model(), X, 0, n=1, reduce="stats")
+    assert torch.isnan(stats.stderr).all() and torch.isnan(stats.var).all()
+    assert torch.equal(stats.vargrad, torch.zeros_like(stats.mean))  # the population variance of one sample
 
 
 class Exploding(torch.nn.Module):
