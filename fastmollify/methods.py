@@ -4,8 +4,9 @@ Every method takes ``(model, inputs, target=None)`` and these common options:
 
 * ``seed=0``: the noise stream's seed; same seed, same map, whatever the chunking, batch
   split (``example_offset``: the global index of ``inputs[0]``) or backend.
-* ``chunk_size=None``: samples per forward/backward (None: from free memory, halved and
-  retried on out-of-memory). Memory is set by the chunk, not by ``n``.
+* ``chunk_size=None``: samples per forward/backward (None: sized from the first chunk's
+  measured memory and a budget, see ``fastmollify.chunking``; halved and retried on
+  out-of-memory). Memory is set by the chunk, not by ``n``.
 * ``reduce="mean"``: ``"mean"`` (SmoothGrad), ``"sq"`` (SmoothGrad-squared), ``"var"``
   (VarGrad, population variance as in Captum) or ``"stats"`` (a ``Stats`` with ``mean``,
   ``var``, ``stderr``, ``n``, ``backend``, ``seed``).
@@ -17,7 +18,9 @@ Every method takes ``(model, inputs, target=None)`` and these common options:
 
 ``model`` maps a batch ``[B, ...]`` to ``[B, K]`` scores (``target`` picks one per example) or
 ``[B]``. Tuple inputs give tuple results. Parameters' ``requires_grad`` flags, weights,
-buffers and the train/eval mode are as they were after every call, even one that raised.
+buffers and the train/eval mode are as they were after every call, even one that raised, and
+threads may share a model (``fastmollify.guard``). An option a method does not take, or one it
+would ignore, is refused (``check_options``).
 """
 from __future__ import annotations
 
