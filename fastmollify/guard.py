@@ -67,6 +67,10 @@ _WARNED: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
 
 
 def _shared(module: torch.nn.Module) -> _Shared:
+    """The record of ``module``'s own model: wrappers (torch.compile, DataParallel) share it."""
+    while isinstance(getattr(module, "_orig_mod", None), torch.nn.Module) or isinstance(
+            module, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        module = getattr(module, "_orig_mod", None) or module.module
     with _SHARED_LOCK:
         record = _SHARED.get(module)
         if record is None:

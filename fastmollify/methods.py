@@ -38,7 +38,7 @@ __all__ = [*METHODS, "adaptive_scale", "check_options", "COMMON_OPTIONS"]
 
 COMMON_OPTIONS = ("seed", "chunk_size", "reduce", "backend", "output", "additional_forward_args",
                   "example_offset", "abs", "progress")
-CAPTUM_NAMES = ("nt_type", "nt_samples", "stdevs", "nt_samples_batch_size", "draw_baseline_from_distrib")
+CAPTUM_NAMES = ("nt_type", "nt_samples", "stdevs", "nt_samples_batch_size")  # what fm.Explainer translates
 
 
 def adaptive_scale(c: float) -> float:

@@ -169,3 +169,27 @@ def test_buffers_restored_after_an_error():
     with pytest.raises(RuntimeError, match="boom"):
         fm.smoothgrad(model, X, 0, n=6, chunk_size=1)
     assert all(torch.equal(b, before[k]) for k, b in model.named_buffers())
+
+
+def test_a_wrapper_and_its_model_are_one_model():
+    """DataParallel (and torch.compile's wrapper) hold the same parameters: calls through the wrapper and
+    through the model are coordinated as calls on one model."""
+    model = Slow().eval()
+    wrapped = torch.nn.DataParallel(model)
+    jobs = [(wrapped if k % 2 else model, name, k) for k in range(4) for name in ("noisegrad", "smoothgrad")]
+    alone = [CALLS[name](model, seed) for _, name, seed in jobs]
+    before = state(model)
+    results = [None] * len(jobs)
+
+    def work(i):
+        target, name, seed = jobs[i]
+        results[i] = CALLS[name](target, seed)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(torch.equal(a, b) for a, b in zip(results, alone))
+    after = state(model)
+    assert all(torch.equal(a, b) for a, b in zip(after[0], before[0])) and after[1:] == before[1:]
