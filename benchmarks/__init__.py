@@ -1,4 +1,4 @@
-"""fastmollify's benchmarks: N-scaling, ImageNet-size throughput, small models, op bandwidth.
+"""fastmollify's benchmarks: N-scaling, ImageNet-size throughput, small models, op bandwidth, peak memory vs n.
 
 Each script runs as ``python -m benchmarks.<script>`` or ``python benchmarks/<script>.py``,
 writes rows to ``benchmarks/results/<script>_<cpu|gpu>.json`` (and ``.csv``) and a PNG plot;

@@ -24,7 +24,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--backends", default=None,
                         help="comma-separated fastmollify backends (default: every available one)")
     parser.add_argument("--fresh-process", action="store_true",
-                        help="run every case in a fresh subprocess (CPU peak memory by plain ru_maxrss)")
+                        help="run every case in a fresh subprocess (CPU peak memory by plain peak RSS)")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (the smoke test)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")

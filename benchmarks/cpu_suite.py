@@ -3,8 +3,9 @@
     python benchmarks/cpu_suite.py              # writes benchmarks/results/*_cpu.{json,csv,png}
     python benchmarks/cpu_suite.py --tiny --out /tmp/res    # seconds: the smoke-test sizes
 
-Runs N-scaling (the MLP), small models, a reduced ImageNet-size run (ResNet50 at 112x112, B=2) and
-op bandwidth (benchmarks/bench_ops.py, when present), then prints the summary tables. Defaults to
+Runs N-scaling (the MLP), small models, a reduced ImageNet-size run (ResNet50 at 112x112, B=2),
+op bandwidth (benchmarks/bench_ops.py, when present) and peak memory against n at the default
+chunk (ResNet-18, each call in a fresh process), then prints the summary tables. Defaults to
 one torch thread (``--threads``): on a shared machine, OpenMP threads that wait on each other
 turn other processes' load into large, erratic slow-downs, while one thread degrades evenly, so
 ratios to the floor stay meaningful. The summary is also written to ``results/summary_cpu.md``.
@@ -23,7 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from . import RESULTS, bench_scaling, bench_small, bench_throughput, cli, summary  # noqa: E402
+from . import RESULTS, bench_memory, bench_scaling, bench_small, bench_throughput, cli, summary  # noqa: E402
 
 # script -> (share of the budget, extra arguments at full CPU size)
 PLAN = {
@@ -31,6 +32,7 @@ PLAN = {
     "small": (0.3, []),
     "throughput": (0.5, []),
     "ops": (0.1, []),
+    "memory": (0.15, []),
 }
 
 
@@ -70,6 +72,9 @@ def main(argv=None) -> int:
         try:
             if name == "ops":
                 run_ops(args.out, args.threads, args.tiny, budget)
+            elif name == "memory":
+                bench_memory.main(["--out", str(args.out), "--threads", str(args.threads), "--budget", str(budget)]
+                                  + ["--quick"] * args.tiny + ["--no-plot"] * args.no_plot + extra)
             else:
                 module = {"scaling": bench_scaling, "small": bench_small, "throughput": bench_throughput}[name]
                 module.main(common_args + ["--budget", str(budget)] + extra)

@@ -1,8 +1,8 @@
-"""One case in a fresh Python process (``--fresh-process``): CPU peak memory by plain ``ru_maxrss``.
+"""One case in a fresh Python process (``--fresh-process``): CPU peak memory by plain peak RSS.
 
 The child builds the set-up, runs ``timing.measure`` and prints its ``Measure`` as one JSON
-line; its ``peak_rss`` is the process's ``ru_maxrss`` minus its RSS after set-up and the warm-up
-call.
+line; its ``peak_rss`` is the process's peak RSS (``memory.peak_rss_bytes``) minus its RSS after
+set-up and the warm-up call.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from .zoo import Setup, SetupSpec
 
 
 def measure_in_subprocess(spec: SetupSpec, case: Case, repeats: int, budget: Optional[Budget] = None) -> Measure:
-    """Run one case in a fresh Python process; peak memory is its ru_maxrss minus the RSS after warm-up."""
+    """Run one case in a fresh Python process; peak memory is its peak RSS minus the RSS after warm-up."""
     payload = json.dumps({"spec": asdict(spec), "case": asdict(case), "repeats": repeats,
                           "left": None if budget is None or budget.deadline is None else budget.left()})
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -46,7 +46,7 @@ def _subprocess_main(payload: str) -> None:
     budget = Budget(seconds=data["left"]) if data["left"] is not None else None
     result = measure(setup, case, data["repeats"], budget, cpu_rss=False, after_warmup=after_warmup)
     if setup.device.type == "cpu" and base and base[0] is not None:
-        result.peak_rss = memory.maxrss_bytes() - base[0] * 1024
+        result.peak_rss = memory.peak_rss_bytes() - base[0] * 1024
     print(json.dumps(asdict(result)))
 
 

@@ -4,9 +4,12 @@ Two measures. ``profiled_peak_bytes``: the torch profiler's memory events
 (``profile_memory=True``: every allocation and free of the CPU allocator, with its size) in one
 call; the peak of their running sum is the most tensor memory the call held on top of what was
 live before it, a tracemalloc for tensors, exact and repeatable. And the process's resident set
-size: ``maxrss_bytes`` (``ru_maxrss``, the kernel's high-water mark) after ``reset_peak_rss``
+size: ``peak_rss_bytes`` (the kernel's high-water mark, ``VmHWM``) after ``reset_peak_rss``
 (``gc.collect()``, ``malloc_trim(0)``, then ``5`` written to ``/proc/self/clear_refs``, Linux >=
-4.0, which resets the mark to the current RSS). Within one process glibc's heap reuse and
+4.0, which resets the mark to the current RSS). ``VmHWM`` rather than ``ru_maxrss``: a process
+started by ``subprocess`` inherits its parent's ``ru_maxrss`` across ``exec`` (a child of a 600 MB
+parent reports at least 600 MB), and ``clear_refs`` does not lower that part; ``VmHWM`` is the
+process's own. Within one process glibc's heap reuse and
 trimming move the RSS by tens of MB from one call to the next; in a fresh process it is the
 true peak of everything the call touched.
 """
@@ -34,21 +37,29 @@ def _libc():
     return _LIBC
 
 
-def rss_kib() -> Optional[int]:
-    """The current resident set size in KiB (``VmRSS``), or None off Linux."""
+def _status_kib(field: str) -> Optional[int]:
+    """A ``/proc/self/status`` field in KiB, or None off Linux."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         return None
     return None
 
 
-def maxrss_bytes() -> int:
-    """The process's peak resident set size (``ru_maxrss``) in bytes."""
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+def rss_kib() -> Optional[int]:
+    """The current resident set size in KiB (``VmRSS``), or None off Linux."""
+    return _status_kib("VmRSS")
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set size in bytes: ``VmHWM``, else (off Linux) ``ru_maxrss``."""
+    hwm = _status_kib("VmHWM")
+    if hwm is not None:
+        return hwm * 1024
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
@@ -68,9 +79,9 @@ def reset_peak_rss() -> Optional[int]:
 
 
 def cpu_peak_reset_works() -> bool:
-    """Whether ``reset_peak_rss`` really lowers ``ru_maxrss`` to the current RSS here."""
+    """Whether ``reset_peak_rss`` really lowers the peak-RSS mark to the current RSS here."""
     base = reset_peak_rss()
-    return base is not None and maxrss_bytes() <= base + (8 << 20)
+    return base is not None and peak_rss_bytes() <= base + (8 << 20)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Results I/O: ``results/<script>_<cpu|gpu>.json`` and ``.csv``, written with their ratios attached."""
+"""Results I/O: ``results/<script>_<cpu|gpu>.json`` and ``.csv`` (timing rows with their ratios attached)."""
 from __future__ import annotations
 
 import csv
@@ -26,14 +26,19 @@ def finish(rows: list, script: str, device, args, plot: Callable) -> list:
 
 
 def write_rows(rows: Sequence[dict], script: str, device, out: Optional[Path] = None) -> Path:
-    """Write ``<out>/<script>_<cpu|gpu>.json`` and ``.csv``; returns the JSON path."""
+    """Write a timing script's rows, ratios attached, to ``<out>/<script>_<cpu|gpu>.json`` and ``.csv``."""
+    attach_ratios(rows)
+    return write_table(rows, script, device, ROW_FIELDS, out)
+
+
+def write_table(rows: Sequence[dict], script: str, device, fields: Sequence[str], out: Optional[Path] = None) -> Path:
+    """Write ``<out>/<script>_<cpu|gpu>.json`` (every key) and ``.csv`` (``fields``); returns the JSON path."""
     out = Path(out or RESULTS)
     out.mkdir(parents=True, exist_ok=True)
-    attach_ratios(rows)
     path = out / f"{script}_{device_tag(device)}.json"
     path.write_text(json.dumps(list(rows), indent=1) + "\n")
     with open(path.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return path

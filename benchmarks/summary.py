@@ -3,7 +3,7 @@
     python -m benchmarks.summary                 # the newest device's results (gpu if present, else cpu)
     python -m benchmarks.summary --tag cpu --markdown   # markdown, for docs/performance.md
 
-Reads ``results/{scaling,throughput,small}_<tag>.json`` and any ``results/ops_*.json``.
+Reads ``results/{scaling,throughput,small,memory}_<tag>.json`` and any ``results/ops_*.json``.
 """
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ def load(out: Path, tag: str) -> dict[str, list[dict]]:
             ratios.attach_ratios(rows)
             found[script] = rows
     return found
+
+
+def load_memory(out: Path, tag: str) -> list[dict]:
+    """The rows of ``benchmarks/bench_memory.py`` (peak memory vs n at the default chunk), if any."""
+    path = out / f"memory_{tag}.json"
+    return results_io.read_rows(path) if path.exists() else []
 
 
 class Table:
@@ -128,6 +134,37 @@ def scaling_table(rows) -> Table:
     return table
 
 
+def memory_config(row) -> str:
+    return f"{row['model']} {row['image']} B={row['B']}"
+
+
+def memory_table(rows) -> Table:
+    configs = list(dict.fromkeys(memory_config(r) for r in rows))
+    table = Table("Peak memory vs n (fm.smoothgrad, default chunk: peak RSS above the warm baseline, "
+                  "each call in a fresh process; chunk: the engine's choice)",
+                  ["n"] + [f"{c} {what}" for c in configs for what in ("MiB", "chunk")])
+    for n in sorted({r["n"] for r in rows}):
+        mine = {memory_config(r): r for r in rows if r["n"] == n and r["peak_rss_bytes"] is not None}
+        table.add(n, *(cell for c in configs for cell in (
+            (mib(mine[c]["peak_rss_bytes"]), mine[c]["chunk"]) if c in mine else (None, None))))
+    return table
+
+
+def memory_targets(rows) -> list:
+    """(config, max/min peak over the top octave of n, low, high, its rows) per configuration.
+
+    Flat in n means that doubling a large n costs no memory: true once the engine's chunk stops
+    growing with n below half the largest n (the table shows the chunks)."""
+    found = []
+    for config in dict.fromkeys(memory_config(r) for r in rows):
+        mine = [r for r in rows if memory_config(r) == config and r["peak_rss_bytes"]]
+        top = [r for r in mine if r["n"] * 2 >= max((r["n"] for r in mine), default=0)]
+        if len(top) >= 2:
+            low, high = min(r["peak_rss_bytes"] for r in top), max(r["peak_rss_bytes"] for r in top)
+            found.append((config, high / low, low, high, top))
+    return found
+
+
 def speedup(peer, fm) -> float:
     """Peer time / fastmollify time, paired by round where they were timed together."""
     return ratios.paired_ratio(peer, [fm])[0]
@@ -165,7 +202,7 @@ def _describe(r) -> str:
     return f"{config_name(r)} B={r['B']} N={r['N']} {r['method']} [{r['backend']}]"
 
 
-def targets_table(found) -> Table:
+def targets_table(found, memory=()) -> Table:
     table = Table("Targets (measured, not asserted)", ["target", "goal", "measured", "where", "met"])
     every = [r for rows in found.values() for r in rows if r["median_s"] is not None]
     fast = [r for r in every if r["impl"] == "fastmollify" and r["backend"] != "reference"
@@ -241,6 +278,10 @@ def targets_table(found) -> Table:
     if worst:
         add("peak memory / floor (floor >= 8 MiB)", "<= 1.10x", x(worst["mem_ratio_to_floor"]), _describe(worst),
             worst["mem_ratio_to_floor"] <= 1.10)
+    for config, ratio, low, high, top in memory_targets(memory):
+        add(f"peak memory flat in n, default chunk: {config}", "max/min <= 1.1", x(ratio),
+            f"n={min(r['n'] for r in top)}..{max(r['n'] for r in top)}, {mib(low)}..{mib(high)} MiB, "
+            f"chunk {'/'.join(str(r['chunk']) for r in top)}", ratio <= 1.1)
     return table
 
 
@@ -276,10 +317,10 @@ def ops_tables(out: Path, tag: str) -> list[Table]:
     return tables
 
 
-def skipped(found) -> str:
+def skipped(found, memory=()) -> str:
     lines = []
-    for script, rows in found.items():
-        bad = [r for r in rows if r["median_s"] is None]
+    for script, rows in list(found.items()) + [("memory", memory)]:
+        bad = [r for r in rows if r["median_s" if script != "memory" else "peak_rss_bytes"] is None]
         if bad:
             reasons = sorted({(r["error"] or "no timing").split(" (")[0] for r in bad})
             lines.append(f"{script}: {len(bad)} case(s) without timing: {'; '.join(reasons)[:400]}")
@@ -288,10 +329,12 @@ def skipped(found) -> str:
 
 def render(out: Path, tag: str, markdown: bool = False) -> str:
     found = load(out, tag)
+    memory = load_memory(out, tag)
     parts = []
-    devices = sorted({r["device"] for rows in found.values() for r in rows})
+    every = [r for rows in found.values() for r in rows] + memory
+    devices = sorted({r["device"] for r in every if r["device"]})
     if devices:
-        parts.append(f"Device: {'; '.join(devices)}  (torch {next(iter(found.values()))[0]['torch']})\n")
+        parts.append(f"Device: {'; '.join(devices)}  (torch {every[0]['torch']})\n")
     if "scaling" in found:
         parts.append(scaling_table(found["scaling"]).render(markdown))
     if "small" in found:
@@ -299,9 +342,11 @@ def render(out: Path, tag: str, markdown: bool = False) -> str:
     if "throughput" in found:
         parts.append(throughput_table(found["throughput"]).render(markdown))
     parts += [t.render(markdown) for t in ops_tables(out, tag)]
-    if found:
-        parts.append(targets_table(found).render(markdown))
-    note = skipped(found)
+    if memory:
+        parts.append(memory_table(memory).render(markdown))
+    if found or memory:
+        parts.append(targets_table(found, memory).render(markdown))
+    note = skipped(found, memory)
     if note:
         parts.append(note + "\n")
     return "\n".join(p for p in parts if p)

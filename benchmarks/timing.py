@@ -85,7 +85,7 @@ def _timed_call(setup: Setup, run: Callable[[int], object], k: int, cpu_rss: boo
             out = run(k)
         seconds = time.perf_counter() - t0
         if base is not None:
-            result.peak_rss = max(result.peak_rss or 0, memory.maxrss_bytes() - base)
+            result.peak_rss = max(result.peak_rss or 0, memory.peak_rss_bytes() - base)
     del out
     result.times.append(seconds)
     return seconds

@@ -61,6 +61,7 @@ MODELS = {
     "mlp": ModelInfo(MLP, 1, 28, 10, (0.0, 1.0)),
     "demo_cnn": ModelInfo(_demo_cnn, 3, 64, 4, (0.0, 1.0)),
     "resnet18_cifar": ModelInfo(resnet18_cifar, 3, 32, 10, IMAGENET_BOUNDS),
+    "resnet18": ModelInfo(_torchvision("resnet18"), 3, 224, 1000, IMAGENET_BOUNDS),
     "resnet50": ModelInfo(_torchvision("resnet50"), 3, 224, 1000, IMAGENET_BOUNDS),
     "vgg16": ModelInfo(_torchvision("vgg16"), 3, 224, 1000, IMAGENET_BOUNDS),
 }

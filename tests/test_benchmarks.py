@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import (  # noqa: E402
-    bench_scaling, bench_small, bench_throughput, contenders, fresh_process, memory, peers, ratios, results_io,
-    runner, summary, timing, zoo)
+    bench_memory, bench_scaling, bench_small, bench_throughput, contenders, fresh_process, memory, peers, ratios,
+    results_io, runner, summary, timing, zoo)
 
 SCRIPTS = {"scaling": bench_scaling, "small": bench_small, "throughput": bench_throughput}
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -117,6 +117,21 @@ def test_cpu_peak_memory_counts_the_tensors():
     assert again.peak == first.peak
     fresh = fresh_process.measure_in_subprocess(setup.spec, case, repeats=1)
     assert fresh.error is None and fresh.peak == first.peak and fresh.peak_rss is not None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="bench_memory forks and reads Linux's peak RSS")
+def test_memory_benchmark_quick(tmp_path):
+    """Peak memory vs n: every call measured in its own process, the engine's chunk observed, the table rendered."""
+    rows = bench_memory.main(["--quick", "--out", str(tmp_path), "--quiet"])
+    assert [row["n"] for row in rows] == list(bench_memory.QUICK["ns"])
+    assert (tmp_path / "memory_cpu.csv").read_text().splitlines()[0].split(",") == list(bench_memory.FIELDS)
+    for row in rows:
+        assert row["error"] is None, row["error"]
+        assert 0 <= row["peak_rss_bytes"] < 4 << 30 and row["baseline_rss_bytes"] > 0
+        assert 1 <= row["chunk"] <= row["n"] and row["forwards"] >= -(-row["n"] // row["chunk"])
+    assert (tmp_path / "memory_cpu.png").stat().st_size > 0
+    text = summary.render(tmp_path, "cpu")
+    assert "Peak memory vs n" in text and "peak memory flat in n, default chunk" in text
 
 
 def test_gpu_suite_script_parses():
