@@ -10,9 +10,7 @@ the batch size or the chunk size.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -145,10 +143,6 @@ class _Attributor:
         self.fn = METHODS.get(method) or COMPOSED[method]
         self.reduce = options.get("reduce", "mean")
         self.options = {k: v for k, v in options.items() if k != "reduce"}
-        # Integrated Gradients gives example b of a call the noise of example offset + step * B + b: called one
-        # example at a time, with offset = index * steps, every (example, step) gets its own stream whatever the batch
-        steps = inspect.signature(compose.integrated_gradients).parameters["steps"].default
-        self.per_example_stride = int(options.get("steps", steps)) if method == "integrated_gradients" else 0
 
     def __call__(self, x, labels, start: int):
         with torch.no_grad():
@@ -171,21 +165,12 @@ class _Attributor:
             probabilities = self.options.get("output") == "softmax"
             scores = (out.softmax(1) if probabilities else out).gather(1, target[:, None])[:, 0]
             targets = target
-        if self.per_example_stride:
-            parts = [self._stats(x[i:i + 1], None if target is None else target[i:i + 1],
-                                 (start + i) * self.per_example_stride) for i in range(x.shape[0])]
-            mean = torch.cat([p.mean for p in parts])
-            stderr = torch.cat([p.stderr for p in parts])
-            sq_or_var, backend = None, parts[0].backend
-        else:
-            stats = self._stats(x, target, start)
-            mean, stderr, backend = stats.mean, stats.stderr, stats.backend
-            sq_or_var = stats.reduce(self.reduce, torch.float32) if self.reduce in ("sq", "var") else None
-        maps = (sq_or_var if sq_or_var is not None else mean).float()
+        stats = self._stats(x, target, start)
+        maps = (stats.reduce(self.reduce, torch.float32) if self.reduce in ("sq", "var") else stats.mean).float()
         if self.channels_reduce == "sum":
             maps = maps.sum(1)
-        return (maps.cpu().numpy(), stderr.float().cpu().numpy() if self.reduce == "stats" else None,
-                targets.cpu().numpy(), scores.float().cpu().numpy(), backend)
+        return (maps.cpu().numpy(), stats.stderr.float().cpu().numpy() if self.reduce == "stats" else None,
+                targets.cpu().numpy(), scores.float().cpu().numpy(), stats.backend)
 
     def _stats(self, x, target, offset):
         try:
@@ -232,17 +217,15 @@ class _Blocks:
 
 
 def _batches(blocks, layout, batch_size) -> list:
-    """Lists of consecutive example indices over ``blocks`` (a batch never spans a gap between them)."""
-    out, runs = [], []
-    for b in blocks:
-        start, stop = layout.bounds(b)
-        if runs and runs[-1][1] == start:
-            runs[-1][1] = stop
-        else:
-            runs.append([start, stop])
-    for start, stop in runs:
-        out.extend(list(range(s, min(s + batch_size, stop))) for s in range(start, stop, batch_size))
-    return out
+    """The batches covering ``blocks``: whole cells ``[k * batch_size, (k + 1) * batch_size)`` of one global grid.
+
+    The model sees the same batches whatever the shares and whatever was done before a resume, so
+    not even BLAS rounding (which can depend on the batch) differs. Examples of a cell outside
+    ``blocks`` are computed again and not stored: at most a batch per share or resume boundary.
+    """
+    cells = sorted({k for b in blocks for k in range(layout.bounds(b)[0] // batch_size,
+                                                     (layout.bounds(b)[1] - 1) // batch_size + 1)})
+    return [list(range(k * batch_size, min(layout.num_examples, (k + 1) * batch_size))) for k in cells]
 
 
 def _runs(indices) -> list:
@@ -341,6 +324,7 @@ def _run(group, model, dataset, path, method, options, batch_size, workers, targ
     complete = outcome
     pending_total = sum(b - a for a, b in (layout.bounds(k) for k in np.flatnonzero(~complete)))
     mine = [b for b in share(layout.num_blocks, group.rank, group.world) if not complete[b]]
+    wanted = set(mine)
     writer = stores.Writer(path, layout)
     blocks = _Blocks(layout, map_shape, map_dtype, example_shape, options.get("reduce") == "stats")
     loader = torch.utils.data.DataLoader(items, batch_sampler=_batches(mine, layout, batch_size),
@@ -366,16 +350,18 @@ def _run(group, model, dataset, path, method, options, batch_size, workers, targ
                                                                   batch.labels[pos:pos + length],
                                                                   batch.indices[pos])
                     for k in range(length):
-                        done.append(blocks.put(batch.indices[pos + k], maps[k], None if stderr is None else stderr[k],
-                                               int(targets[k]), int(batch.labels[pos + k]), float(scores[k])))
-            for index, reason in batch.skipped.items():
-                done.append(blocks.put(index, error=reason))
+                        index = batch.indices[pos + k]
+                        if index // layout.block in wanted:
+                            computed += 1
+                            done.append(blocks.put(index, maps[k], None if stderr is None else stderr[k],
+                                                   int(targets[k]), int(batch.labels[pos + k]), float(scores[k])))
+            done += [blocks.put(index, error=reason) for index, reason in batch.skipped.items()
+                     if index // layout.block in wanted]
             for finished in filter(None, done):
                 writes.append(pool.submit(writer.write, *finished))
             while len(writes) > 2 or (writes and writes[0].done()):
                 writes.pop(0).result()
-            computed += len(batch.indices)
-            seen = group.progress(len(batch.indices) + len(batch.skipped))
+            seen = group.progress(len(done))
             bar.update(seen - bar.n)
         for write in writes:
             write.result()
