@@ -11,7 +11,8 @@ memory is bounded by the budget whatever n is:
   (the input and its gradient), and the budget is 1/16 of the machine's available memory, at
   most 128 MiB (past a few hundred samples a larger chunk buys a CPU little speed).
 
-On out-of-memory the chunk is halved and the chunk retried (the noise of a sample does not
+Antithetic pairs are never split: chunks are then even. On out-of-memory the chunk is halved
+and the chunk retried (the noise of a sample does not
 depend on its chunk, so the result is the same).
 """
 from __future__ import annotations
@@ -68,11 +69,15 @@ class _SavedBytes:
 class ChunkPolicy:
     """The chunk of samples per forward/backward for one run (see the module docstring)."""
 
-    def __init__(self, n: int, chunk_size: int | None, device: torch.device, input_bytes: int):
+    def __init__(self, n: int, chunk_size: int | None, device: torch.device, input_bytes: int, multiple: int = 1):
         self.n, self.device, self.input_bytes = n, device, input_bytes  # input_bytes: one sample, all inputs
-        self.pending = chunk_size is None and n > 1  # the first chunk is still to be measured
-        self.chunk = min(chunk_size, n) if chunk_size is not None else 1
+        self.multiple = multiple  # chunks hold whole groups (antithetic pairs: 2)
+        self.pending = chunk_size is None and n > multiple  # the first chunk is still to be measured
+        self.chunk = self._whole(min(chunk_size, n) if chunk_size is not None else multiple)
         self.bytes_per_sample: int | None = None
+
+    def _whole(self, chunk: int) -> int:
+        return max(self.multiple, chunk // self.multiple * self.multiple)
 
     def budget(self) -> int:
         if self.device.type == "cuda":
@@ -97,14 +102,14 @@ class ChunkPolicy:
                 yield
             peak = saved.total + 2 * self.input_bytes * samples
         self.bytes_per_sample = max(peak // samples, 1)
-        self.chunk = max(1, min(self.n, self.budget() // self.bytes_per_sample))
+        self.chunk = self._whole(min(self.n, self.budget() // self.bytes_per_sample))
         self.pending = False
 
     def shrink(self, error: BaseException) -> bool:
         """After an error in a chunk: halve the chunk and return True if it was out-of-memory."""
-        if not is_oom(error) or self.chunk == 1:
+        if not is_oom(error) or self.chunk == self.multiple:
             return False
-        self.chunk = max(1, self.chunk // 2)
+        self.chunk = self._whole(self.chunk // 2)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return True

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from . import checks, methods
+from . import checks, engine, methods
 from .stats import Stats
 
 __all__ = ["integrated_gradients", "gradient_x_input", "INNER_METHODS"]
@@ -48,8 +48,11 @@ def _finish(mean, var_of_mean, n, reduce, dtype, stats_like: Stats):
     """The composed map, or a Stats whose stderr is ``sqrt(var_of_mean)`` (``m2`` scaled to match)."""
     if reduce == "mean":
         return mean.to(dtype)
-    m2 = var_of_mean * n * max(n - 1, 1)  # Stats.stderr = sqrt(m2 / (n - 1) / n)
-    return Stats(mean=mean.float(), m2=m2.float(), n=n, backend=stats_like.backend, seed=stats_like.seed)
+    stats = Stats(mean=mean.float(), m2=torch.zeros_like(mean, dtype=torch.float32), n=n,
+                  backend=stats_like.backend, seed=stats_like.seed)
+    count = stats.counts()
+    stats.m2 = (var_of_mean * count * (count - 1)).float()  # Stats.stderr = sqrt(m2 / (n - 1) / n)
+    return stats
 
 
 def _check_reduce(reduce):
@@ -99,8 +102,9 @@ def integrated_gradients(model, inputs, target=None, *, inner="smoothgrad", step
     ``g * steps + k``, so each example's map depends only on (seed, g, steps), whatever the batch
     split. Per-example ``additional_forward_args`` and targets are repeated for the steps. For
     AdaptGrad/ClipGrad pass ``bounds``: the default (the inputs' min and max) is taken over all
-    interpolated inputs. Its standard error combines the steps' independent standard errors:
-    ``|x - x0| * sqrt(sum_k stderr_k^2) / steps``.
+    interpolated inputs. Its standard error is the spread of the IG map over the inner method's
+    independent units (samples, antithetic pairs, or weight draws, which all steps share).
+    ``tol`` is refused: examples of the inner call are path points, which must not stop apart.
     """
     x = _tensor(inputs, "integrated_gradients")
     _check_reduce(reduce)
@@ -111,6 +115,9 @@ def integrated_gradients(model, inputs, target=None, *, inner="smoothgrad", step
     checks.stream_index("example_offset * steps", offset * steps, b * steps, " (integrated_gradients gives each "
                         "example steps indices)")
     target = checks.target(target, b, x.device)
+    if inner_options.get("tol") is not None:
+        raise ValueError("tol stops examples apart; integrated_gradients needs every path point sampled alike: "
+                         "drop tol (or use it with the method directly)")
     options = dict(inner_options, example_offset=offset * steps) if offset else dict(inner_options)
     if additional_forward_args is not None:
         extra = additional_forward_args if isinstance(additional_forward_args, (tuple, list)) else \
@@ -121,12 +128,18 @@ def integrated_gradients(model, inputs, target=None, *, inner="smoothgrad", step
     path = x0.detach().unsqueeze(1) + alphas.to(x.dtype).reshape(shape) * (x - x0).detach().unsqueeze(1)
     path = path.reshape(b * steps, *x.shape[1:])
     path_target = None if target is None else target.repeat_interleave(steps)
+    diff = (x - x0).detach().float()
+
+    def compose(unit_means):  # [U, B * steps, ...] -> the IG map of each independent unit [U, B, ...]
+        return diff * unit_means.reshape(unit_means.shape[0], b, steps, *x.shape[1:]).mean(2)
+
     try:
-        g = _stats(_inner(inner)(model, path, path_target, reduce="stats", **options))
+        with engine.composed_units(compose):
+            g = _stats(_inner(inner)(model, path, path_target, reduce="stats", **options))
     except ValueError as error:  # speak of the user's batch, not of the B * steps path points
         raise ValueError(str(error).replace(f"B = {b * steps}", f"B = {b} (x {steps} path steps)")) from None
-    per_step = (b, steps, *x.shape[1:])
-    mean = g.mean.reshape(per_step).mean(1)
-    var_of_mean = (g.stderr**2).reshape(per_step).sum(1) / steps**2
-    diff = (x - x0).detach().float()
-    return _finish(diff * mean, diff**2 * var_of_mean, g.n, reduce, x.dtype, g)
+    mean = diff * g.mean.reshape(b, steps, *x.shape[1:]).mean(1)
+    if g.composed is None:  # a callable that returned a map: no error estimate
+        return _finish(mean, torch.full_like(mean, float("nan")), 1.0, reduce, x.dtype, g)
+    units = g.composed
+    return _finish(mean, (units.stderr**2).reshape(x.shape), units.n, reduce, x.dtype, g)

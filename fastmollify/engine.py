@@ -12,8 +12,10 @@ batch split or the backend.
 """
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -25,7 +27,7 @@ from .objective import NOT_DIFFERENTIABLE, Objective
 from .ops import FIXED, dispatch
 from .stats import Stats
 
-__all__ = ["InputNoise", "Plan", "Objective", "run", "floor"]
+__all__ = ["InputNoise", "Plan", "Objective", "run", "floor", "composed_units", "MIN_UNITS"]
 
 
 @dataclass
@@ -56,11 +58,66 @@ class Plan:
     backend: str = "auto"
     example_offset: int = 0
     progress: Optional[bool] = None
+    tol: Optional[float] = None  # stop sampling an example once its relative standard error is <= tol
+    antithetic: bool = False  # samples (and weight draws) in pairs z, -z
     floor: bool = False  # benchmark floor: same chunks, no noise, no reduction
 
 
+MIN_UNITS = 10  # tol: independent units (samples, pairs or weight draws) an example gets before its first check
+
+_COMPOSE: ContextVar[Optional[Callable]] = ContextVar("fastmollify_compose", default=None)
+
+
+@contextlib.contextmanager
+def composed_units(transform: Callable[[torch.Tensor], torch.Tensor]):
+    """While active, runs also keep the statistics of ``transform(unit means [U, B, ...])``.
+
+    A composition that is linear in the map (integrated_gradients) gets its standard error from
+    these: each independent unit (sample, antithetic pair or weight draw) gives one composed map.
+    """
+    token = _COMPOSE.set(transform)
+    try:
+        yield
+    finally:
+        _COMPOSE.reset(token)
+
+
+class _Moments:
+    """Running per-element mean and m2 of ``[rows, D]`` float32 (Welford/Chan, a backend's op).
+
+    Every row still sampling has the same count, so a subset of rows merges with one count.
+    """
+
+    def __init__(self, backend, rows: int, width: int, device):
+        self.backend = backend
+        self.mean = torch.zeros((rows, width), dtype=torch.float32, device=device)
+        self.m2 = torch.zeros_like(self.mean)
+        self.count = torch.zeros(rows, dtype=torch.float64)
+
+    def add(self, values: torch.Tensor, rows: Optional[torch.Tensor]) -> None:
+        """Merge ``values [S, len(rows), D]`` into ``rows`` (None: all rows)."""
+        if rows is None:
+            self.backend.accumulate(self.mean, self.m2, values.contiguous(), None, float(self.count[0]))
+            self.count += values.shape[0]
+            return
+        mean, m2 = self.mean[rows], self.m2[rows]
+        self.backend.accumulate(mean, m2, values.contiguous(), None, float(self.count[rows[0]]))
+        self.mean[rows], self.m2[rows] = mean, m2
+        self.count[rows] += values.shape[0]
+
+    def stats(self, shape, name: str, seed: int, per_example: bool) -> Stats:
+        n = self.count.clone() if per_example else float(self.count[0])
+        return Stats(self.mean.reshape(shape), self.m2.reshape(shape), n, name, seed)
+
+
 class _Run:
-    """One engine run over a batch: buffers, backends and running statistics."""
+    """One engine run over a batch: buffers, backends, the rows still sampling, running statistics.
+
+    Statistics at two levels: ``total`` over every gradient (the map and its variance) and
+    ``units`` over independent units when they are not the samples: antithetic pairs, or weight
+    draws (the input samples of one draw share its weights). The standard error comes from the
+    units.
+    """
 
     def __init__(self, objective: Objective, inputs: Sequence[torch.Tensor], plan: Plan):
         self.objective, self.plan = objective, plan
@@ -72,10 +129,53 @@ class _Run:
                      for x in inputs]  # an inference tensor (made under inference_mode) cannot take gradients
         kernel = next((nz.kernel for nz in plan.noises or () if nz is not None), kernels.get("gaussian"))
         self.backends = [dispatch.select(plan.backend, x.device, x.dtype, kernel) for x in self.flat]
-        self.mean = [torch.zeros(x.shape, dtype=torch.float32, device=x.device) for x in self.flat]
-        self.m2 = [torch.zeros_like(m) for m in self.mean]
-        self.count = 0.0
+        self.unit_backend = dispatch.select(plan.backend, self.flat[0].device, torch.float32)
+        self.total = [self._moments(k, backend) for k, backend in enumerate(self.backends)]
+        self.units = [self._moments(k) for k in range(len(self.flat))] if plan.weight_draws or plan.antithetic else None
+        self.draw: Optional[list[_Moments]] = None
+        self.compose = _COMPOSE.get()
+        self.composed: Optional[_Moments] = None
+        self.rows: Optional[torch.Tensor] = None  # rows still sampling (tol); None: all
         self.buffers: list[torch.Tensor] = []
+
+    def _moments(self, k: int, backend=None) -> _Moments:
+        x = self.flat[k]
+        return _Moments(backend or self.unit_backend, x.shape[0], x.shape[1], x.device)
+
+    # --- the rows still sampling -------------------------------------------------------------------
+
+    @property
+    def active(self) -> int:
+        return self.batch if self.rows is None else len(self.rows)
+
+    def _runs(self):
+        """(first row, row count, position in the active batch) of each run of consecutive active rows."""
+        if self.rows is None:
+            return [(0, self.batch, 0)]
+        rows, runs, pos = self.rows.tolist(), [], 0
+        for i, row in enumerate(rows):
+            if i and row == rows[i - 1] + 1:
+                runs[-1][1] += 1
+            else:
+                runs.append([row, 1, i])
+        return runs
+
+    def drop_converged(self) -> bool:
+        """tol: stop sampling the rows whose relative standard error is <= tol; False when none is left."""
+        moments = self.units or self.total
+        rows = torch.arange(self.batch) if self.rows is None else self.rows
+        units = moments[0].count[rows]
+        se2 = sum((m.m2[rows] / (units - 1).clamp(min=1).to(m.m2).unsqueeze(1) / units.to(m.m2).unsqueeze(1)).sum(1)
+                  for m in moments)
+        mean2 = sum((t.mean[rows] ** 2).sum(1) for t in self.total)
+        done = (units >= MIN_UNITS).to(se2.device) & (se2 <= self.plan.tol**2 * mean2)
+        if bool(done.any()):
+            keep = rows[~done.cpu()]
+            self.rows = keep if len(keep) < self.batch else None
+            return len(keep) > 0
+        return True
+
+    # --- one chunk ---------------------------------------------------------------------------------
 
     def allocate(self, chunk: int) -> None:
         self.buffers = []  # free the old buffers before allocating new ones
@@ -84,48 +184,111 @@ class _Run:
             for buffer, x in zip(self.buffers, self.flat):
                 buffer.copy_(x.expand_as(buffer))
 
-    def model_inputs(self, samples: int, sample_start: int, clean: bool) -> list[torch.Tensor]:
+    def _perturb(self, k: int, out: torch.Tensor, draws: int, noise_start: int) -> None:
+        """Noisy copies of the active rows of input k into ``out [samples, active, D]``."""
+        x, noise_k, plan = self.flat[k], self.plan.noises[k], self.plan
+        clip = noise_k.clip and not plan.antithetic  # antithetic: mirror the unclipped sample, then clip both
+        for first, count, pos in self._runs():
+            target = out[:draws] if count == self.active else torch.empty(
+                (draws, count, x.shape[1]), dtype=x.dtype, device=x.device)
+            self.backends[k].perturb(
+                x[first:first + count], target, noise_k.lo, noise_k.hi, seed=plan.seed, stream=noise.input_stream(k),
+                sample_start=noise_start, example_offset=plan.example_offset + first, kernel=noise_k.kernel.id,
+                scale=noise_k.scale, sigma_mode=noise_k.sigma_mode, clip=clip)
+            if target.data_ptr() != out.data_ptr():
+                out[:draws, pos:pos + count] = target
+        if plan.antithetic:  # x - sigma z = 2 x - (x + sigma z), in float32 at least
+            xs = x if self.rows is None else x[self.rows]
+            acc = torch.promote_types(x.dtype, torch.float32)
+            out[draws:2 * draws] = (2 * xs.to(acc) - out[:draws].to(acc)).to(x.dtype)
+            if noise_k.clip:
+                torch.clamp(out, noise_k.lo.to(x.dtype).reshape(-1), noise_k.hi.to(x.dtype).reshape(-1), out=out)
+
+    def model_inputs(self, samples: int, noise_start: int, clean: bool) -> list[torch.Tensor]:
         views = []
         for k, x in enumerate(self.flat):
             if clean:
-                view = x.reshape(self.shapes[k])
+                view = (x if self.rows is None else x[self.rows]).reshape(self.active, *self.shapes[k][1:])
             else:
-                out = self.buffers[k][:samples]
-                noise_k = self.plan.noises[k]
+                out = self.buffers[k][:samples, :self.active]
                 if not self.plan.floor:
-                    self.backends[k].perturb(
-                        x, out, noise_k.lo, noise_k.hi, seed=self.plan.seed, stream=noise.input_stream(k),
-                        sample_start=sample_start, example_offset=self.plan.example_offset,
-                        kernel=noise_k.kernel.id, scale=noise_k.scale, sigma_mode=noise_k.sigma_mode,
-                        clip=noise_k.clip)
-                view = out.view(samples * self.batch, *self.shapes[k][1:])
+                    self._perturb(k, out, samples // 2 if self.plan.antithetic else samples, noise_start)
+                view = out.reshape(samples * self.active, *self.shapes[k][1:])
             if self.channels_last[k]:
                 view = view.contiguous(memory_format=torch.channels_last)
             views.append(view.detach().requires_grad_(True))
         return views
 
-    def gradients(self, samples: int, sample_start: int, clean: bool = False) -> list[torch.Tensor]:
-        views = self.model_inputs(samples, sample_start, clean)
+    def gradients(self, samples: int, noise_start: int, clean: bool = False) -> list[torch.Tensor]:
+        views = self.model_inputs(samples, noise_start, clean)
+        objective = self.objective if self.rows is None else self.objective.subset(self.rows)
         with torch.enable_grad():
-            scores = self.objective.scores(views, samples)
+            scores = objective.scores(views, samples)
             grads = torch.autograd.grad(scores.sum(), views, allow_unused=True)
         if all(g is None for g in grads):
             raise ValueError(NOT_DIFFERENTIABLE)
         return [torch.zeros_like(v) if g is None else g for v, g in zip(views, grads)]
 
+    # --- statistics --------------------------------------------------------------------------------
+
+    def start_draw(self) -> None:
+        self.draw = [self._moments(k) for k in range(len(self.flat))]
+
     def accumulate(self, grads: Sequence[torch.Tensor], samples: int) -> None:
+        """Fold one chunk's gradients into the statistics (antithetic: the pairs' means are the units)."""
         if self.plan.floor:
             return
+        values = []
         for k, g in enumerate(grads):
-            g = g.reshape(samples, self.batch, -1)
+            g = g.reshape(samples, self.active, -1)
             if self.plan.abs:
                 g = g.abs()
-            self.backends[k].accumulate(self.mean[k], self.m2[k], g.contiguous(), None, self.count)
-        self.count += samples
+            self.total[k].add(g, self.rows)
+            values.append(g)
+        if self.draw is not None:
+            for moments, g in zip(self.draw, values):
+                moments.add(g.float(), self.rows)
+        elif self.plan.antithetic:
+            half = samples // 2
+            self.add_units([(g[:half].float() + g[half:].float()) / 2 for g in values])
+        elif self.compose is not None:
+            self.add_units([g.float() for g in values])
+
+    def end_draw(self, pair_first: Optional[list[torch.Tensor]]) -> Optional[list[torch.Tensor]]:
+        """Close a weight draw: its mean is a unit (antithetic draws: the mean of a pair of draws).
+        Returns the first draw's means of an open pair."""
+        means = [d.mean if self.rows is None else d.mean[self.rows] for d in self.draw]
+        self.draw = None
+        if self.plan.antithetic and pair_first is None:
+            return means
+        if pair_first is not None:
+            means = [(a + b) / 2 for a, b in zip(pair_first, means)]
+        self.add_units([m.unsqueeze(0) for m in means])
+        return None
+
+    def add_units(self, values: list[torch.Tensor]) -> None:
+        if self.units is not None:
+            for moments, v in zip(self.units, values):
+                moments.add(v, self.rows)
+        if self.compose is not None:
+            composed = self.compose(values[0].reshape(values[0].shape[0], self.active, *self.shapes[0][1:]))
+            composed = composed.reshape(composed.shape[0], composed.shape[1], -1)
+            if self.composed is None:
+                self.composed = _Moments(self.unit_backend, composed.shape[1], composed.shape[2], composed.device)
+            self.composed.add(composed, None)
 
     def stats(self) -> list[Stats]:
-        return [Stats(mean.reshape(shape), m2.reshape(shape), self.count, backend.name, self.plan.seed)
-                for mean, m2, shape, backend in zip(self.mean, self.m2, self.shapes, self.backends)]
+        per_example = self.plan.tol is not None
+        out = []
+        for k, (total, shape, backend) in enumerate(zip(self.total, self.shapes, self.backends)):
+            stats = total.stats(shape, backend.name, self.plan.seed, per_example)
+            if self.units is not None:
+                stats.units = self.units[k].stats(shape, backend.name, self.plan.seed, per_example)
+            out.append(stats)
+        if self.composed is not None:
+            out[0].composed = self.composed.stats((self.composed.mean.shape[0], -1), self.backends[0].name,
+                                                  self.plan.seed, False)
+        return out
 
 
 def run(objective: Objective, inputs: Sequence[torch.Tensor], plan: Plan, model=None) -> list[Stats]:
@@ -133,38 +296,64 @@ def run(objective: Objective, inputs: Sequence[torch.Tensor], plan: Plan, model=
     model = objective.model if model is None else model
     state = _Run(objective, inputs, plan)
     policy = ChunkPolicy(plan.n, plan.chunk_size, state.flat[0].device,
-                         sum(x.numel() * x.element_size() for x in state.flat))
-    draws = max(plan.weight_draws, 1)
+                         sum(x.numel() * x.element_size() for x in state.flat), multiple=2 if plan.antithetic else 1)
     weight_indices = list(plan.weight_params) if plan.weight_draws else []
-    bar = tqdm(total=draws * (plan.n + plan.include_clean), disable=None if plan.progress is None else not plan.progress,
-               delay=2.0, unit="sample", leave=False, desc="fastmollify")
+    bar = tqdm(total=max(plan.weight_draws, 1) * (plan.n + plan.include_clean) * state.batch,
+               disable=None if plan.progress is None else not plan.progress, delay=2.0, unit="gradient",
+               unit_scale=True, leave=False, desc="fastmollify")
     try:
         with guard_model(model, weight_indices) as noisy_weights:
-            weight_backends = [dispatch.select(plan.backend, w.clean.device, w.clean.dtype) for w in noisy_weights]
-            for draw in range(draws):
-                for weight, backend in zip(noisy_weights, weight_backends):
-                    backend.perturb_weights(weight.clean, weight.noisy, seed=plan.seed, draw=draw, index=weight.index,
-                                            sigma=plan.weight_sigma)
+            if plan.weight_draws:
+                _weight_loop(state, policy, noisy_weights, bar)
+            else:
                 if plan.include_clean or plan.noises is None:
                     state.accumulate(state.gradients(1, 0, clean=True), 1)
-                    bar.update(1)
+                    bar.update(state.batch)
                 if plan.noises is not None:
-                    _sample_loop(state, policy, draw * plan.n, bar)
+                    _sample_loop(state, policy, 0, bar, check=plan.tol is not None)
     finally:
         bar.close()
     return state.stats()
 
 
-def _sample_loop(state: _Run, policy: ChunkPolicy, first_sample: int, bar) -> None:
-    """The n input samples of one weight draw, chunk by chunk; an out-of-memory chunk is retried smaller."""
+def _weight_loop(state: _Run, policy: ChunkPolicy, noisy_weights, bar) -> None:
+    """Weight draws (NoiseGrad, FusionGrad): each draw's gradients, then its mean as a unit."""
+    plan = state.plan
+    backends = [dispatch.select(plan.backend, w.clean.device, w.clean.dtype) for w in noisy_weights]
+    pair_first = None
+    for draw in range(plan.weight_draws):
+        mirror = plan.antithetic and draw % 2 == 1
+        for weight, backend in zip(noisy_weights, backends):
+            if mirror:  # w (1 - sigma z) = 2 w - w (1 + sigma z): the pair's second draw
+                torch.sub(2 * weight.clean, weight.noisy, out=weight.noisy)
+            else:
+                backend.perturb_weights(weight.clean, weight.noisy, seed=plan.seed,
+                                        draw=draw // 2 if plan.antithetic else draw, index=weight.index,
+                                        sigma=plan.weight_sigma)
+        state.start_draw()
+        if plan.include_clean or plan.noises is None:
+            state.accumulate(state.gradients(1, 0, clean=True), 1)
+            bar.update(state.active)
+        if plan.noises is not None:
+            per_draw = plan.n // 2 if plan.antithetic else plan.n
+            _sample_loop(state, policy, draw * per_draw, bar, check=False)
+        pair_first = state.end_draw(pair_first)
+        if plan.tol is not None and pair_first is None and not state.drop_converged():
+            return
+
+
+def _sample_loop(state: _Run, policy: ChunkPolicy, noise_start: int, bar, check: bool) -> None:
+    """The n input samples (of one weight draw), chunk by chunk; an out-of-memory chunk is retried
+    smaller. ``check``: after each chunk, stop sampling the rows that reached tol."""
     n, done = state.plan.n, 0
+    pairs = state.plan.antithetic
     while done < n:
         samples = min(policy.chunk, n - done)
         try:
             if not state.buffers or state.buffers[0].shape[0] < samples:
                 state.allocate(policy.chunk)
             with policy.measure(samples):
-                grads = state.gradients(samples, first_sample + done)
+                grads = state.gradients(samples, noise_start + (done // 2 if pairs else done))
         except Exception as error:
             state.buffers = []  # free the chunk's memory before retrying
             if not policy.shrink(error):
@@ -173,7 +362,9 @@ def _sample_loop(state: _Run, policy: ChunkPolicy, first_sample: int, bar) -> No
         state.accumulate(grads, samples)
         del grads
         done += samples
-        bar.update(samples)
+        bar.update(samples * state.active)
+        if check and not state.drop_converged():
+            return
 
 
 def floor(objective: Objective, inputs: Sequence[torch.Tensor], n: int, chunk_size: Optional[int] = None,

@@ -34,21 +34,11 @@ from .ops import ADAPTIVE, FIXED, RANGE
 from .stats import REDUCTIONS
 
 METHODS = ("smoothgrad", "mollify", "adaptgrad", "clipgrad", "noisegrad", "fusiongrad", "gradient")
-__all__ = [*METHODS, "adaptive_scale", "check_options", "COMMON_OPTIONS"]
+__all__ = [*METHODS, "check_options", "COMMON_OPTIONS"]
 
 COMMON_OPTIONS = ("seed", "chunk_size", "reduce", "backend", "output", "additional_forward_args",
-                  "example_offset", "abs", "progress")
+                  "example_offset", "abs", "progress", "tol", "antithetic")
 CAPTUM_NAMES = ("nt_type", "nt_samples", "stdevs", "nt_samples_batch_size")  # what fm.Explainer translates
-
-
-def adaptive_scale(c: float) -> float:
-    """AdaptGrad's ``1 / (sqrt(2) erfinv(c))``: sigma_j = scale * distance to the nearer bound.
-
-    This is the Gaussian's eps for coverage ``c`` within ``+-1``: each element's sigma is
-    ``eps_from(r=distance to the nearer bound, alpha=c)``.
-    """
-    c = checks.open_unit("c", c, " (the probability that a sample stays within the bounds)")
-    return kernels.get("gaussian").eps_from(1.0, c)
 
 
 def _per_input(name: str, value, count: int) -> tuple:
@@ -158,9 +148,9 @@ def _own_options(method: str) -> tuple[str, ...]:
     return tuple(name for name, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY)
 
 
-def check_options(method: str, options: dict) -> None:
+def check_options(method: str, options: dict, extra: tuple = ()) -> None:
     """Refuse an option ``method`` does not take, naming it, the valid ones, and who takes it."""
-    valid = _own_options(method) + COMMON_OPTIONS
+    valid = _own_options(method) + tuple(extra) + COMMON_OPTIONS
     for name in options:
         if name in valid:
             continue
@@ -174,15 +164,17 @@ def check_options(method: str, options: dict) -> None:
 
 
 def _explain(method, model, inputs, target, noise_for, options, *, n=1, include_clean=False, weight_draws=0,
-             weight_sigma=0.0, params=None):
-    check_options(method, options)
+             weight_sigma=0.0, params=None, extra=()):
+    check_options(method, options, extra)
+    if noise_for is None and not weight_draws and (options.get("tol") is not None or options.get("antithetic")):
+        raise ValueError("gradient has no noise: tol and antithetic apply to the smoothing methods")
     return _run(model, inputs, target, noise_for, n=n, include_clean=include_clean, weight_draws=weight_draws,
                 weight_sigma=weight_sigma, params=params, **options)
 
 
 def _run(model, inputs, target, noise_for, *, n, include_clean, weight_draws, weight_sigma, params, seed=0,
          chunk_size=None, reduce="mean", backend="auto", output="logit", additional_forward_args=None,
-         example_offset=0, abs=False, progress=None):
+         example_offset=0, abs=False, progress=None, tol=None, antithetic=False):
     if torch.is_inference_mode_enabled():
         raise ValueError("fastmollify needs autograd: call it outside torch.inference_mode()")
     checks.model(model)
@@ -191,13 +183,27 @@ def _run(model, inputs, target, noise_for, *, n, include_clean, weight_draws, we
     checks.choice("reduce", reduce, REDUCTIONS)
     checks.choice("output", output, ("logit", "softmax"))
     n = checks.positive_int("n", n)
+    if tol is not None:
+        tol = checks.open_unit("tol", tol, " (the relative standard error at which an example stops)")
+        if reduce not in ("mean", "stats"):
+            raise ValueError(f"tol stops each example at a relative standard error of its mean map; with "
+                             f"reduce={reduce!r} use reduce='mean' or 'stats'")
+    antithetic = checks.boolean("antithetic", antithetic)
+    include_clean = checks.boolean("include_clean", include_clean)
+    if antithetic:
+        if noise_for is not None and n % 2:
+            raise ValueError(f"antithetic samples come in pairs (z, -z): n must be even, got n={n}")
+        if weight_draws % 2:
+            raise ValueError(f"antithetic weight draws come in pairs: m must be even, got m={weight_draws}")
+        if include_clean:
+            raise ValueError("include_clean adds a sample outside the antithetic pairs: use one or the other")
     plan = engine.Plan(
         noises=None, n=n, seed=checks.seed(seed), weight_draws=weight_draws, weight_sigma=weight_sigma,
         weight_params=_weight_indices(model, params) if weight_draws else None,
-        include_clean=checks.boolean("include_clean", include_clean), abs=checks.boolean("abs", abs),
+        include_clean=include_clean, abs=checks.boolean("abs", abs),
         chunk_size=None if chunk_size is None else checks.positive_int("chunk_size", chunk_size),
         backend=backend, example_offset=checks.stream_index("example_offset", example_offset, batch),
-        progress=checks.boolean("progress", progress, allow_none=True))
+        progress=checks.boolean("progress", progress, allow_none=True), tol=tol, antithetic=antithetic)
     checks.stream_index("the sample index", 0, n * max(weight_draws, 1), " (n * m samples)")
     target = checks.target(target, batch, tensors[0].device)
     names = [f"inputs[{k}]" if is_tuple else "inputs" for k in range(len(tensors))]
@@ -209,6 +215,56 @@ def _run(model, inputs, target, noise_for, *, n, include_clean, weight_draws, we
         return tuple(stats) if is_tuple else stats[0]
     maps = tuple(s.reduce(reduce, x.dtype) for s, x in zip(stats, tensors))
     return maps if is_tuple else maps[0]
+
+
+def _count(inputs) -> int:
+    return len(inputs) if isinstance(inputs, (tuple, list)) else 1
+
+
+def _gaussian_noise_for(count, *, noise_level=None, sigma=None, bounds=None, clip=False):
+    """SmoothGrad's (``clip``: ClipGrad's) noise builder: ``noise_for(x, k, name)``."""
+    sigmas, all_bounds = _per_input("sigma", sigma, count), _per_input("bounds", bounds, count)
+    return lambda x, k, name: _gaussian_noise(x, k, name, sigmas[k], noise_level, all_bounds[k], clip)
+
+
+def _kernel_noise_for(count, *, kernel="gaussian", eps=None, r=None, alpha=None, adaptive=False, bounds=None):
+    """Mollification's noise builder: a fixed scale (eps, or r with alpha), or with ``adaptive`` each
+    element's ``eps_j = kernel.eps_from(r_j, alpha)``, r_j its distance to the nearer bound."""
+    chosen = kernels.get(kernel)
+    alpha_value = checks.open_unit("alpha", 0.95 if alpha is None else alpha, " (the share of noise within +-r)")
+    if checks.boolean("adaptive", adaptive):
+        if eps is not None or r is not None:
+            raise ValueError("adaptive=True sets each element's scale from its distance to the bounds: drop eps and r")
+        scale = chosen.eps_from(1.0, alpha_value)  # eps is linear in r
+        all_bounds = _per_input("bounds", bounds, count)
+
+        def noise_for(x, k, name):
+            lo, hi, _ = _bounds(x, all_bounds[k], name)
+            _check_within(x, lo, hi, name)
+            return engine.InputNoise(chosen, scale, ADAPTIVE, lo, hi)
+
+        return noise_for
+    if bounds is not None:
+        raise ValueError("bounds are used by adaptive=True only; without it they would be ignored")
+    if (eps is None) == (r is None):
+        raise ValueError("mollify needs exactly one scale: eps=... (absolute) or r=... (with alpha, default 0.95), "
+                         "or adaptive=True with bounds")
+    if eps is not None and alpha is not None:
+        raise ValueError("alpha sets eps from r; with eps given it would be ignored: pass r=... with alpha, or eps alone")
+    scale = checks.positive("eps", eps) if eps is not None else chosen.eps_from(checks.positive("r", r), alpha_value)
+    return lambda x, k, name: engine.InputNoise(chosen, scale)
+
+
+def _adaptgrad_noise_for(count, *, c=0.95, bounds=None):
+    """AdaptGrad's noise builder: the Gaussian kernel with adaptive scale and coverage c."""
+    c = checks.open_unit("c", c, " (the probability that a sample stays within the bounds)")
+    return _kernel_noise_for(count, kernel="gaussian", alpha=c, adaptive=True, bounds=bounds)
+
+
+NOISE_BUILDERS = {"smoothgrad": _gaussian_noise_for, "clipgrad": lambda count, **o: _gaussian_noise_for(
+    count, clip=True, **o), "mollify": _kernel_noise_for, "adaptgrad": _adaptgrad_noise_for}
+NOISE_OPTIONS = {"smoothgrad": ("noise_level", "sigma", "bounds"), "clipgrad": ("noise_level", "sigma", "bounds"),
+                 "mollify": ("kernel", "eps", "r", "alpha", "adaptive", "bounds"), "adaptgrad": ("c", "bounds")}
 
 
 def gradient(model, inputs, target=None, **options):
@@ -225,31 +281,24 @@ def smoothgrad(model, inputs, target=None, *, n: int = 50, noise_level: Optional
     broadcastable to one example (per channel, per element), defaulting to the inputs' min and
     max. Giving both, or bounds with sigma, is refused (one of them would be ignored).
     """
-    count = len(inputs) if isinstance(inputs, (tuple, list)) else 1
-    sigmas, all_bounds = _per_input("sigma", sigma, count), _per_input("bounds", bounds, count)
-    return _explain("smoothgrad", model, inputs, target,
-                    lambda x, k, name: _gaussian_noise(x, k, name, sigmas[k], noise_level, all_bounds[k]),
-                    options, n=n)
+    noise_for = _gaussian_noise_for(_count(inputs), noise_level=noise_level, sigma=sigma, bounds=bounds)
+    return _explain("smoothgrad", model, inputs, target, noise_for, options, n=n)
 
 
 def mollify(model, inputs, target=None, *, kernel="gaussian", eps: Optional[float] = None, r: Optional[float] = None,
-            alpha: Optional[float] = None, n: int = 50, **options):
+            alpha: Optional[float] = None, adaptive: bool = False, bounds=None, n: int = 50, **options):
     """Monte Carlo gradient mollification: the mean gradient over ``x + eps * z``, ``z ~ kernel``.
 
     ``kernel``: 'gaussian', 'poisson', 'hyperbolic', 'sigmoid', 'rectangular' or a registered
     one. Give ``eps`` (absolute scale), or ``r`` and ``alpha`` (default 0.95): eps such that a
-    share alpha of each element's noise lies within +-r (paper 1, eq. 30).
+    share alpha of each element's noise lies within +-r (paper 1, eq. 30). ``adaptive=True``
+    (paper 2's idea for any kernel): each element gets ``eps_j = eps_from(r_j, alpha)`` with r_j
+    its distance to the nearer of ``bounds`` (default the inputs' min and max), so a share alpha
+    of its noise stays in range; the Gaussian case is AdaptGrad with ``c = alpha``.
     """
-    chosen = kernels.get(kernel)
-    if (eps is None) == (r is None):
-        raise ValueError("mollify needs exactly one scale: eps=... (absolute) or r=... (with alpha, default 0.95)")
-    if eps is not None and alpha is not None:
-        raise ValueError("alpha sets eps from r; with eps given it would be ignored: pass r=... with alpha, or eps alone")
-    scale = checks.positive("eps", eps) if eps is not None else chosen.eps_from(
-        checks.positive("r", r),
-        checks.open_unit("alpha", 0.95 if alpha is None else alpha, " (the share of noise within +-r)"))
-    return _explain("mollify", model, inputs, target, lambda x, k, name: engine.InputNoise(chosen, scale), options,
-                    n=n)
+    noise_for = _kernel_noise_for(_count(inputs), kernel=kernel, eps=eps, r=r, alpha=alpha, adaptive=adaptive,
+                                  bounds=bounds)
+    return _explain("mollify", model, inputs, target, noise_for, options, n=n)
 
 
 def adaptgrad(model, inputs, target=None, *, c: float = 0.95, bounds=None, n: int = 50,
@@ -262,15 +311,7 @@ def adaptgrad(model, inputs, target=None, *, c: float = 0.95, bounds=None, n: in
     inputs the paper used (-2.117904, 2.64). ``include_clean`` adds the clean gradient as one
     more sample (the authors' loop: the mean of n + 1 gradients).
     """
-    scale = adaptive_scale(c)
-    count = len(inputs) if isinstance(inputs, (tuple, list)) else 1
-    all_bounds = _per_input("bounds", bounds, count)
-
-    def noise_for(x, k, name):
-        lo, hi, _ = _bounds(x, all_bounds[k], name)
-        _check_within(x, lo, hi, name)
-        return engine.InputNoise(kernels.get("gaussian"), scale, ADAPTIVE, lo, hi)
-
+    noise_for = _adaptgrad_noise_for(_count(inputs), c=c, bounds=bounds)
     return _explain("adaptgrad", model, inputs, target, noise_for, options, n=n, include_clean=include_clean)
 
 
@@ -280,11 +321,8 @@ def clipgrad(model, inputs, target=None, *, noise_level: Optional[float] = None,
 
     ``sigma`` or ``noise_level`` (default 0.2) as in ``smoothgrad``; ``bounds`` clamp the samples.
     """
-    count = len(inputs) if isinstance(inputs, (tuple, list)) else 1
-    sigmas, all_bounds = _per_input("sigma", sigma, count), _per_input("bounds", bounds, count)
-    return _explain("clipgrad", model, inputs, target,
-                    lambda x, k, name: _gaussian_noise(x, k, name, sigmas[k], noise_level, all_bounds[k], clip=True),
-                    options, n=n)
+    noise_for = _gaussian_noise_for(_count(inputs), noise_level=noise_level, sigma=sigma, bounds=bounds, clip=True)
+    return _explain("clipgrad", model, inputs, target, noise_for, options, n=n)
 
 
 def noisegrad(model, inputs, target=None, *, m: int = 25, weight_sigma: float = 0.2, params=None, **options):
@@ -299,16 +337,21 @@ def noisegrad(model, inputs, target=None, *, m: int = 25, weight_sigma: float = 
                     weight_sigma=checks.positive("weight_sigma", weight_sigma), params=params)
 
 
-def fusiongrad(model, inputs, target=None, *, m: int = 10, n: int = 10, weight_sigma: float = 0.2,
-               noise_level: Optional[float] = None, sigma=None, bounds=None, params=None, **options):
-    """FusionGrad (NoiseGrad++): ``m`` weight draws x ``n`` Gaussian input draws each.
+def fusiongrad(model, inputs, target=None, *, m: int = 10, n: int = 10, weight_sigma: float = 0.2, params=None,
+               inner: str = "smoothgrad", **options):
+    """FusionGrad (NoiseGrad++): ``m`` weight draws x ``n`` input draws each.
 
-    Input noise as in ``smoothgrad`` (the original used an absolute ``sigma=0.4``); weight
-    noise as in ``noisegrad``. The mean is over all ``m * n`` gradients.
+    Weight noise as in ``noisegrad``; input noise from ``inner``: 'smoothgrad' (default; its
+    ``sigma``/``noise_level``/``bounds``, the original used an absolute ``sigma=0.4``),
+    'clipgrad', 'mollify' (``kernel``, ``eps``/``r``/``alpha``, ``adaptive``, ``bounds``) or
+    'adaptgrad' (``c``, ``bounds``; the AdaptGrad authors' NoiseGrad combination). The mean is over
+    all ``m * n`` gradients; its standard error treats the m weight draws as the independent units.
     """
-    count = len(inputs) if isinstance(inputs, (tuple, list)) else 1
-    sigmas, all_bounds = _per_input("sigma", sigma, count), _per_input("bounds", bounds, count)
-    return _explain("fusiongrad", model, inputs, target,
-                    lambda x, k, name: _gaussian_noise(x, k, name, sigmas[k], noise_level, all_bounds[k]),
-                    options, n=n, weight_draws=checks.positive_int("m", m),
-                    weight_sigma=checks.positive("weight_sigma", weight_sigma), params=params)
+    if inner not in NOISE_BUILDERS:
+        raise ValueError(f"inner must be one of {', '.join(map(repr, NOISE_BUILDERS))} (the input noise), got {inner!r}")
+    noise_options = {k: options.pop(k) for k in list(options) if k in NOISE_OPTIONS[inner]}
+    noise_for = NOISE_BUILDERS[inner](_count(inputs), **noise_options)
+    return _explain("fusiongrad", model, inputs, target, noise_for, options, n=n,
+                    weight_draws=checks.positive_int("m", m),
+                    weight_sigma=checks.positive("weight_sigma", weight_sigma), params=params,
+                    extra=NOISE_OPTIONS[inner])

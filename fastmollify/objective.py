@@ -29,6 +29,13 @@ class Objective:
 
     checked: bool = False  # the target range is checked once, on the first output (one host sync)
 
+    def subset(self, rows: torch.Tensor) -> "Objective":
+        """The objective of the examples ``rows`` only (per-example targets and arguments sliced)."""
+        extra = tuple(a[rows.to(a.device)] if torch.is_tensor(a) and a.dim() > 0 and a.shape[0] == self.batch else a
+                      for a in self.extra_args)
+        target = None if self.target is None else self.target[rows.to(self.target.device)]
+        return Objective(self.model, target, self.output, extra, len(rows), checked=self.checked)
+
     def scores(self, inputs: Sequence[torch.Tensor], repeats: int) -> torch.Tensor:
         """The explained score of each of the ``repeats * batch`` rows of ``inputs``."""
         extra = tuple(_repeat(a, repeats, self.batch) for a in self.extra_args)
