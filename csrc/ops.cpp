@@ -18,6 +18,9 @@ TORCH_LIBRARY(fastmollify, m) {
   m.def(
       "perturb_weights(Tensor clean, Tensor(a!) out, int seed_lo, int seed_hi, int draw, int index, "
       "float sigma) -> ()");
+  m.def(
+      "perturb_weights_many(Tensor[] cleans, Tensor(a!)[] outs, int seed_lo, int seed_hi, int draw, int[] indices, "
+      "float sigma) -> ()");
 }
 
 namespace {
@@ -32,7 +35,8 @@ PyMethodDef methods[] = {
 extern "C" PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT, "_C",
-      "fastmollify's compiled ops, registered as torch.ops.fastmollify.{perturb,accumulate,perturb_weights}.", -1,
+      "fastmollify's compiled ops, registered as torch.ops.fastmollify.{perturb,accumulate,perturb_weights,"
+      "perturb_weights_many}.", -1,
       methods};
   PyObject* module = PyModule_Create(&module_def);
   if (module == nullptr) return nullptr;

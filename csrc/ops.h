@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "core/ops.h"
 
@@ -14,7 +15,7 @@ namespace fastmollify {
 
 // Bump with any change to the ops' schemas or semantics; fastmollify/ops/extension.py
 // refuses a _C whose version differs (a stale build).
-constexpr int kAbiVersion = 2;
+constexpr int kAbiVersion = 3;
 
 // The CPU backend's Philox path: 2 = AVX-512 (16 counters at a time), 1 = AVX2 (8), 0 = scalar
 // loop. The widest the CPU has; the environment variable FASTMOLLIFY_PHILOX_PATH can only lower
@@ -23,7 +24,8 @@ int cpu_philox_path();
 
 struct PerturbParams {
   int64_t samples = 0, batch = 0, numel = 0;  // S, B, D
-  uint32_t key0 = 0, key1 = 0, stream = 0, sample_start = 0, example_offset = 0;
+  core::PhiloxKey key;  // the round keys of (seed_lo, seed_hi)
+  uint32_t stream = 0, sample_start = 0, example_offset = 0;
   int kernel = 0, sigma_mode = 0;
   bool clip = false;
   double scale = 0;
@@ -37,7 +39,29 @@ struct AccumulateParams {
 
 struct WeightParams {
   int64_t numel = 0;
-  uint32_t key0 = 0, key1 = 0, draw = 0, index = 0;
+  core::PhiloxKey key;
+  uint32_t draw = 0, index = 0;
+  double sigma = 0;
+};
+
+// One tensor of a perturb_weights_many launch (CUDA: multi-tensor apply).
+struct WeightTensor {
+  const void* clean = nullptr;
+  void* out = nullptr;
+  int64_t numel = 0;
+  uint32_t index = 0;
+  bool aligned = false;  // numel % 4 == 0 and both pointers 4-element aligned: vector accesses
+};
+
+// Up to kMaxWeightTensors tensors of one dtype, passed by value as a kernel parameter (10 KB, within
+// the 32 KB CUDA 12.1+ allows on sm_70+); first_block[i] is the first block of tensor i.
+constexpr int kMaxWeightTensors = 256;
+struct WeightBatch {
+  WeightTensor tensors[kMaxWeightTensors];
+  int64_t first_block[kMaxWeightTensors];
+  int count = 0;
+  core::PhiloxKey key;
+  uint32_t draw = 0;
   double sigma = 0;
 };
 
@@ -138,8 +162,7 @@ inline PerturbParams check_perturb(const at::Tensor& x, const at::Tensor& out, c
   p.samples = out.size(0);
   p.batch = x.size(0);
   p.numel = x.size(1);
-  p.key0 = word32(seed_lo, "seed_lo");
-  p.key1 = word32(seed_hi, "seed_hi");
+  p.key = core::philox_key(word32(seed_lo, "seed_lo"), word32(seed_hi, "seed_hi"));
   p.stream = word32(stream, "stream");
   p.sample_start = index_range(sample_start, p.samples, "sample_start");
   p.example_offset = index_range(example_offset, p.batch, "example_offset");
@@ -193,12 +216,28 @@ inline WeightParams check_perturb_weights(const at::Tensor& clean, const at::Ten
   WeightParams p;
   p.numel = clean.numel();
   TORCH_CHECK((p.numel + 3) / 4 <= INT64_C(0xFFFFFFFF), "fastmollify.perturb_weights: tensor too large");
-  p.key0 = word32(seed_lo, "seed_lo");
-  p.key1 = word32(seed_hi, "seed_hi");
+  p.key = core::philox_key(word32(seed_lo, "seed_lo"), word32(seed_hi, "seed_hi"));
   p.draw = word32(draw, "draw");
   p.index = word32(index, "index");
   p.sigma = sigma;
   return p;
+}
+
+// The per-tensor checks of perturb_weights for every pair, plus one dtype and device for all.
+inline std::vector<WeightParams> check_perturb_weights_many(const at::TensorList cleans, const at::TensorList outs,
+                                                            int64_t seed_lo, int64_t seed_hi, int64_t draw,
+                                                            const at::IntArrayRef indices, double sigma) {
+  TORCH_CHECK(cleans.size() == outs.size() && cleans.size() == indices.size(),
+              "fastmollify.perturb_weights_many: cleans, outs and indices differ in length (", cleans.size(), ", ",
+              outs.size(), ", ", indices.size(), ")");
+  std::vector<WeightParams> params;
+  params.reserve(cleans.size());
+  for (size_t i = 0; i < cleans.size(); ++i) {
+    TORCH_CHECK(cleans[i].scalar_type() == cleans[0].scalar_type() && cleans[i].device() == cleans[0].device(),
+                "fastmollify.perturb_weights_many: every tensor must have the first one's dtype and device");
+    params.push_back(check_perturb_weights(cleans[i], outs[i], seed_lo, seed_hi, draw, indices[i], sigma));
+  }
+  return params;
 }
 
 }  // namespace fastmollify

@@ -297,6 +297,20 @@ def test_accumulate(backend, weighted, shape):
     torch.testing.assert_close(m2.double(), (w * (grads.double() - full_mean) ** 2).sum(0), rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("numel", [1, 6, 64], ids=lambda n: f"D={n}")
+def test_accumulate_samples_in_flight(backend, numel):
+    # 11 samples: two groups of four loaded before they merge, then a remainder of three; zero weights
+    # inside a group and at the end merge without a branch and change nothing.
+    grads = torch.randn(11, 3, numel, device=backend.device) * 2 - 1
+    weights = torch.rand(11, device=backend.device) + 0.2
+    weights[[2, 5, 10]] = 0.0
+    for w in (None, weights):
+        mean, m2 = _merge_in_chunks(backend.ops, grads, w, 11)
+        mean_ref, m2_ref = _merge_in_chunks(ref, grads, w, 11)
+        torch.testing.assert_close(mean, mean_ref, rtol=2e-5, atol=2e-5)
+        torch.testing.assert_close(m2, m2_ref, rtol=2e-5, atol=2e-5)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
 def test_accumulate_grad_dtypes(backend, dtype):
     backend.need(dtype)
@@ -335,6 +349,86 @@ def test_perturb_weights(backend, dtype, shape):
     backend.ops.perturb_weights(clean, out, **kwargs)
     ref.perturb_weights(clean, expected, **kwargs)
     _assert_close(out, expected, dtype)
+
+
+def test_perturb_weights_many(backend):
+    # Every tensor as perturb_weights (reference) makes it: sizes with and without a partial group of
+    # four, empty and 0-d tensors, two dtypes in one list, a non-contiguous out, indices past 2**31.
+    shapes = [(7,), (), (3, 5), (0,), (4, 3, 3, 3), (1000,), (1025,), (1,), (2, 2050)]
+    dtypes = [torch.float32] * 6 + [torch.float16, torch.float16, torch.float32]
+    for dtype in set(dtypes):
+        backend.need(dtype)
+    cleans = [torch.randn(shape, device=backend.device).to(dtype) for shape, dtype in zip(shapes, dtypes)]
+    outs = [torch.full_like(c, float("nan")) for c in cleans]
+    outs[2] = torch.full((5, 3), float("nan"), device=backend.device).t()  # not contiguous
+    indices = [0, 1, 2**31 + 5, 3, 4, 17, 2**32 - 1, 9, 10]
+    kwargs = dict(seed=BIG_SEED, draw=6, sigma=0.3)
+    backend.ops.perturb_weights_many(cleans, outs, indices=indices, **kwargs)
+    for clean, out, index in zip(cleans, outs, indices):
+        expected = torch.empty_like(clean)
+        ref.perturb_weights(clean, expected, index=index, **kwargs)
+        _assert_close(out, expected, clean.dtype)
+    with pytest.raises((ValueError, RuntimeError)):
+        backend.ops.perturb_weights_many(cleans, outs[:-1], indices=indices, **kwargs)
+
+
+def test_perturb_weights_many_splits_long_lists(backend):
+    # More tensors than one CUDA launch takes (kMaxWeightTensors = 256): the same values.
+    cleans = [torch.randn(1 + i % 9, device=backend.device) for i in range(300)]
+    outs = [torch.empty_like(c) for c in cleans]
+    backend.ops.perturb_weights_many(cleans, outs, seed=3, draw=1, indices=range(300), sigma=0.1)
+    for i in (0, 255, 256, 299):
+        expected = torch.empty_like(cleans[i])
+        ref.perturb_weights(cleans[i], expected, seed=3, draw=1, index=i, sigma=0.1)
+        _assert_close(outs[i], expected, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=lambda d: str(d).split(".")[-1])
+@pytest.mark.parametrize("numel", [5, 6, 9, 12, 13, 130], ids=lambda n: f"D={n}")
+def test_perturb_row_tails(backend, dtype, numel):
+    # Rows whose length is not a multiple of the vector width (4 elements, 8 for 16-bit types on CUDA):
+    # aligned and unaligned row starts, the partial chunk at each row's end, several samples.
+    backend.need(dtype)
+    x = torch.randn(5, numel, device=backend.device).to(dtype)
+    lo, hi = torch.tensor([-2.0], device=backend.device), torch.tensor([2.0], device=backend.device)
+    out, expected = _perturb_both(backend, x, 3, lo=lo, hi=hi, scale=0.5, clip=True, sample_start=4,
+                                  example_offset=6)
+    _assert_close(out, expected, dtype, scale=0.5)
+    out, expected = _perturb_both(backend, x, 3, kernel="rectangular", scale=1.0, seed=11)
+    _assert_close(out, expected, dtype)
+
+
+def _available_memory() -> int:
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_cpu_index_math_past_2_31():
+    """Output offsets beyond 2**31 elements (S B D = 2**31 + 8192): the last sample's row is where the
+    reference puts it. float16 (4 GiB), the rectangular kernel (exact), checked against Philox itself."""
+    reason = dispatch.why_not("cpu", torch.device("cpu"), torch.float16)
+    if reason is not None:
+        _skip_or_fail("cpu", reason)
+    if _available_memory() < 10 * 2**30:
+        pytest.skip("needs about 10 GiB of free memory (a 4 GiB output)")
+    batch, numel = 2, 4096
+    samples = 2**31 // (batch * numel) + 1
+    x = torch.zeros(batch, numel, dtype=torch.float16)
+    out = torch.empty(samples, batch, numel, dtype=torch.float16)
+    seed = 2**40 + 77
+    dispatch.load("cpu").perturb(x, out, None, None, seed=seed, stream=0, sample_start=0, example_offset=3,
+                                 kernel=kernels.get("rectangular").id, scale=1.0, sigma_mode=FIXED, clip=False)
+    from fastmollify import noise
+
+    assert ((samples - 1) * batch) * numel >= 2**31  # the last sample's rows lie past 2**31
+    for s, b in ((samples - 1, batch - 1), (samples - 1, 0), (samples // 2, 1)):
+        bits = noise.random_bits(seed, 0, [s], [3 + b], numel)[0, 0]
+        expected = (2.0 * ((bits >> 8).double() + 0.5) / 2**24 - 1.0).to(torch.float16)
+        assert torch.equal(out[s, b], expected), (s, b)
+    del out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,6 +533,9 @@ def test_opcheck_schemas():
                           (torch.zeros(2, 6), torch.zeros(2, 6), torch.randn(3, 2, 6), torch.rand(3), 2.0))
     torch.library.opcheck(torch.ops.fastmollify.perturb_weights.default,
                           (torch.randn(5, 3), torch.empty(5, 3), 1, 2, 3, 4, 0.1))
+    torch.library.opcheck(torch.ops.fastmollify.perturb_weights_many.default,
+                          ([torch.randn(5, 3), torch.randn(7)], [torch.empty(5, 3), torch.empty(7)], 1, 2, 3, [4, 9],
+                           0.1))
 
 
 def test_op_argument_errors():

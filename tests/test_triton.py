@@ -202,6 +202,38 @@ def test_perturb_weights():
     assert torch.equal(strided, out)
 
 
+def test_perturb_int64_pair_index(monkeypatch):
+    """The INDEX64 variant (B ceil(D / 4) >= 2**31 on the GPU) computes the same (example, group) pairs."""
+    monkeypatch.setattr(backend, "_INDEX32", 0)
+    x = torch.randn(3, 37, device=DEVICE)
+    out, expected = _perturb_both(x, 2, seed=SEED, stream=0, sample_start=9, example_offset=2**32 - 3,
+                                  kernel="rectangular", scale=1.0, sigma_mode=FIXED, clip=False)
+    assert torch.equal(out, expected)
+
+
+def test_perturb_small_rows_share_programs():
+    """Rows shorter than a program's tile: one program covers several examples (flattened pairs)."""
+    x = torch.randn(37, 3, device=DEVICE)
+    out, expected = _perturb_both(x, 3, seed=SEED, stream=0, sample_start=1, example_offset=5, kernel="gaussian",
+                                  scale=0.5, sigma_mode=FIXED, clip=False)
+    torch.testing.assert_close(out, expected, rtol=32 * 2**-23, atol=8 * 2**-23)
+
+
+def test_pinned_configs(monkeypatch):
+    """FASTMOLLIFY_TRITON_CONFIGS=pinned leaves the first configuration only (what isa_report compiles)."""
+    monkeypatch.setenv("FASTMOLLIFY_TRITON_CONFIGS", "pinned")
+    assert [c.kwargs for c in backend._configs(backend.PERTURB_CONFIGS)] == [backend.PERTURB_CONFIGS[0]["kwargs"]]
+    monkeypatch.delenv("FASTMOLLIFY_TRITON_CONFIGS")
+    assert len(backend._configs(backend.ACCUMULATE_CONFIGS)) == len(backend.ACCUMULATE_CONFIGS)
+
+
+def test_isa_specs_cover_every_op_kernel_and_dtype():
+    keys = {spec["key"] for spec in backend.isa_specs()}
+    for dtype in ("float32", "float16", "bfloat16"):
+        assert {f"perturb/{k}/{dtype}" for k in kernels.BUILTIN} | {f"accumulate/{dtype}",
+                                                                   f"perturb_weights/gaussian/{dtype}"} <= keys
+
+
 # ----------------------------------------------------------------------------------------------
 # A user kernel (Laplace) fused into the perturb kernel
 # ----------------------------------------------------------------------------------------------
@@ -363,21 +395,26 @@ def laplace(u):
 target = GPUTarget("cuda", 90, 32)
 signature = {"x_ptr": "*fp32", "out_ptr": "*fp32", "lo_ptr": "*fp32", "hi_ptr": "*fp32", "key_lo": "i32",
              "key_hi": "i64", "stream": "i32", "sample_start": "i64", "example_offset": "i32", "scale": "fp32",
-             "B": "i32", "D": "i32"}
+             "S": "i32", "B": "i32", "D": "i64"}
 cases = [(0, backend._no_inverse_cdf, 0, False, False, False, "fp32"), (0, backend._no_inverse_cdf, 2, True, True, False, "bf16"),
          (1, backend._no_inverse_cdf, 1, False, True, False, "fp16"), (2, backend._no_inverse_cdf, 0, False, False, False, "fp32"),
          (3, backend._no_inverse_cdf, 0, True, False, False, "fp32"), (4, backend._no_inverse_cdf, 0, False, False, False, "fp32"),
          (-1, laplace, 0, False, False, False, "fp32"), (0, backend._no_inverse_cdf, 0, False, False, True, "fp32")]
-for kernel, inverse_cdf, mode, clip, per_element, multiply, dtype in cases:
-    sig = dict(signature, x_ptr="*" + dtype, out_ptr="*" + dtype)
-    constants = dict(KERNEL=kernel, INV_CDF=inverse_cdf, SIGMA_MODE=mode, CLIP=clip, BOUNDS_PER_ELEMENT=per_element,
-                     MULTIPLY=multiply, BLOCK=1024)
-    sig.update({name: "constexpr" for name in constants})
-    ptx = triton.compile(ASTSource(backend._perturb_kernel_jit, sig, constants), target=target).asm["ptx"]
-    assert ".approx" not in ptx, "a fast approximation slipped into the perturb kernel"
+for index64 in (False, True):
+    for kernel, inverse_cdf, mode, clip, per_element, multiply, dtype in cases:
+        sig = dict(signature, x_ptr="*" + dtype, out_ptr="*" + dtype)
+        constants = dict(KERNEL=kernel, INV_CDF=inverse_cdf, SIGMA_MODE=mode, CLIP=clip, BOUNDS_PER_ELEMENT=per_element,
+                         MULTIPLY=multiply, INDEX64=index64, GROUPS=256)
+        sig.update({name: "constexpr" for name in constants})
+        ptx = triton.compile(ASTSource(backend._perturb_kernel_jit, sig, constants), target=target,
+                             options=backend._COMPILE_OPTIONS).asm["ptx"]
+        assert ".approx" not in ptx, "a fast approximation slipped into the perturb kernel"
+        # the documented decision: multiply-adds are contracted (fma.rn), as nvcc does for the CUDA backend
+        assert ("fma.rn.f32" in ptx) == backend._COMPILE_OPTIONS["enable_fp_fusion"] or kernel == 4
 sig = {"mean_ptr": "*fp32", "m2_ptr": "*fp32", "grads_ptr": "*bf16", "weights_ptr": "*fp32", "ratios_ptr": "*fp32",
-       "S": "i32", "M": "i32", "BLOCK": "constexpr"}
-triton.compile(ASTSource(backend._accumulate_kernel_jit, sig, {"BLOCK": 1024}), target=target)
+       "S": "i32", "M": "i64", "BLOCK": "constexpr"}
+triton.compile(ASTSource(backend._accumulate_kernel_jit, sig, {"BLOCK": 1024}), target=target,
+               options=backend._COMPILE_OPTIONS)
 print("compiled")
 """
 

@@ -1,10 +1,13 @@
 // Branch-free float32 log, log(1 - v), sin/cos: the formulas (and constants) of the Triton
-// backend (fastmollify/ops/triton.py: _log, _log1m, _sincos), so the CPU and Triton backends
-// follow one set of formulas. Cephes-style range reduction and polynomials, about 1 ulp on the
-// arguments the noise stream produces. Written with plain selects and bit casts so that loops
-// over them vectorise (the host build uses -ffp-contract=off: every op rounds separately, as in
-// the Triton interpreter). The host float path uses them; device code keeps libdevice
-// (noise.h), and double keeps libm everywhere.
+// backend (fastmollify/ops/triton.py: _log_reduced, _log_reduce, _log1m_reduce, _sincos), so the
+// CPU, CUDA and Triton backends follow one set of formulas. Cephes-style range reduction and
+// polynomials, about 1 ulp on the arguments the noise stream produces; log(1 - v) is reduced
+// exactly from v, so a Box-Muller pair takes one polynomial and no division. Written with plain
+// selects and bit casts so that loops over them vectorise on the host and run without branches
+// (hence without slow paths) on the GPU. The host build uses -ffp-contract=off (every op rounds
+// separately, as in the Triton interpreter and in Triton compiled with enable_fp_fusion=False);
+// nvcc contracts multiply-adds (a few ulp apart, within the tests' tolerance). double keeps libm
+// (libdevice on the GPU).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -34,14 +37,8 @@ FM_HOST_DEVICE FM_INLINE float fm_bits_float(int32_t i) {
 #endif
 }
 
-// Natural log of a positive normal float32 (Cephes logf: frexp, degree-9 polynomial).
-FM_HOST_DEVICE FM_INLINE float fast_logf(float x) {
-  const int32_t bits = fm_float_bits(x);
-  int32_t e = (bits >> 23) - 126;
-  const float m = fm_bits_float((bits & 0x007FFFFF) | 0x3F000000);  // [1/2, 1)
-  const bool small = m < 0.70710677f;
-  e = small ? e - 1 : e;
-  const float f = (small ? m + m : m) - 1.0f;
+// log(2^e (1 + f)) for f in [sqrt(1/2) - 1, sqrt(2) - 1) and fe = e (Cephes logf's degree-9 polynomial).
+FM_HOST_DEVICE FM_INLINE float log_reduced(float f, float fe) {
   const float z = f * f;
   float p = 7.0376836292e-2f;
   p = p * f - 1.1514610310e-1f;
@@ -53,33 +50,49 @@ FM_HOST_DEVICE FM_INLINE float fast_logf(float x) {
   p = p * f - 2.4999993993e-1f;
   p = p * f + 3.3333331174e-1f;
   float y = p * f * z;
-  const float fe = static_cast<float>(e);
   y = y - 2.12194440e-4f * fe;
   y = y - 0.5f * z;
   return (f + y) + 0.693359375f * fe;
 }
 
-// log1p(-v) for v in (0, 1/2]: log(1 - v) corrected for the rounding of 1 - v.
-FM_HOST_DEVICE FM_INLINE float fast_log1mf(float v) {
-  const float u = 1.0f - v;
-  const float d = u - 1.0f;  // exact
-  const bool zero = d == 0.0f;
-  const float safe = zero ? -1.0f : d;
-  const float corrected = fast_logf(u) * (-v / safe);
-  return zero ? -v : corrected;
+// The reduction of a positive normal float32 x = 2^e (1 + f) with 1 + f in [sqrt(1/2), sqrt(2)).
+FM_HOST_DEVICE FM_INLINE void log_reduce(float x, float* f, float* fe) {
+  const int32_t bits = fm_float_bits(x);
+  int32_t e = (bits >> 23) - 126;
+  const float m = fm_bits_float((bits & 0x007FFFFF) | 0x3F000000);  // [1/2, 1)
+  const bool small = m < 0.70710677f;
+  *fe = static_cast<float>(small ? e - 1 : e);
+  *f = (small ? m + m : m) - 1.0f;
 }
 
-// log(u) of the uniform u in (v, upper) form: log1p(-v) if upper else log(v), with one
-// logarithm: the same values as computing both fast_log1mf(v) and fast_logf(v) and selecting.
+// The same reduction of 1 - v for v in (0, 1/2], exact although 1 - v is not a float32:
+// 1 - v = 1 + (-v) below 1 - sqrt(1/2), else 2^-1 (1 + (1 - 2v)) (2v and 1 - 2v are exact).
+FM_HOST_DEVICE FM_INLINE void log1m_reduce(float v, float* f, float* fe) {
+  const bool near_one = v <= 0.29289323f;
+  *f = near_one ? -v : 1.0f - (v + v);
+  *fe = near_one ? 0.0f : -1.0f;
+}
+
+// Natural log of a positive normal float32.
+FM_HOST_DEVICE FM_INLINE float fast_logf(float x) {
+  float f, fe;
+  log_reduce(x, &f, &fe);
+  return log_reduced(f, fe);
+}
+
+// log(1 - v) for v in (0, 1/2].
+FM_HOST_DEVICE FM_INLINE float fast_log1mf(float v) {
+  float f, fe;
+  log1m_reduce(v, &f, &fe);
+  return log_reduced(f, fe);
+}
+
+// log u of the uniform u in (v, upper) form: log(1 - v) if upper else log(v), one polynomial.
 FM_HOST_DEVICE FM_INLINE float fast_log_uniformf(float v, bool upper) {
-  const float u = 1.0f - v;
-  const float d = u - 1.0f;  // exact
-  const float l = fast_logf(upper ? u : v);
-  const bool zero = d == 0.0f;
-  const float safe = zero ? -1.0f : d;
-  const float corrected = l * (-v / safe);
-  const float lower_tail = zero ? -v : corrected;
-  return upper ? lower_tail : l;
+  float f_lower, fe_lower, f_upper, fe_upper;
+  log_reduce(v, &f_lower, &fe_lower);
+  log1m_reduce(v, &f_upper, &fe_upper);
+  return log_reduced(upper ? f_upper : f_lower, upper ? fe_upper : fe_lower);
 }
 
 // sin(a), cos(a) for float32 a in [0, 4] (Cephes sinf/cosf, reduction by pi/2). For a >= 0

@@ -30,9 +30,9 @@ enum KernelId : int {
 
 constexpr double kPi = 3.141592653589793;
 
-// Math on acc_t (float or double): one overload set usable on host and device. Host float
-// uses the vectorisable formulas of fastmath.h (those of the Triton backend); device float uses
-// CUDA's libdevice; double uses libm / libdevice.
+// Math on acc_t (float or double): one overload set usable on host and device. float uses the
+// branch-free formulas of fastmath.h (those of the Triton backend) on the host and on the GPU;
+// double uses libm / libdevice.
 FM_HOST_DEVICE FM_INLINE double fm_log(double x) { return ::log(x); }
 FM_HOST_DEVICE FM_INLINE double fm_log1m(double v) { return ::log1p(-v); }  // log(1 - v)
 // log u for u in (v, upper) form (noise.py): log(1 - v) when upper, else log(v).
@@ -44,16 +44,6 @@ FM_HOST_DEVICE FM_INLINE void fm_sincos(double a, double* s, double* c) {
   *c = ::cos(a);
 }
 FM_HOST_DEVICE FM_INLINE double fm_tan(double x) { return ::tan(x); }
-#ifdef FM_DEVICE_CODE
-FM_HOST_DEVICE FM_INLINE float fm_log(float x) { return ::logf(x); }
-FM_HOST_DEVICE FM_INLINE float fm_log1m(float v) { return ::log1pf(-v); }
-FM_HOST_DEVICE FM_INLINE float fm_log_uniform(float v, bool upper) { return upper ? ::log1pf(-v) : ::logf(v); }
-FM_HOST_DEVICE FM_INLINE void fm_sincos(float a, float* s, float* c) {
-  *s = ::sinf(a);
-  *c = ::cosf(a);
-}
-FM_HOST_DEVICE FM_INLINE float fm_tan(float x) { return ::tanf(x); }
-#else
 FM_HOST_DEVICE FM_INLINE float fm_log(float x) { return fast_logf(x); }
 FM_HOST_DEVICE FM_INLINE float fm_log1m(float v) { return fast_log1mf(v); }
 FM_HOST_DEVICE FM_INLINE float fm_log_uniform(float v, bool upper) { return fast_log_uniformf(v, upper); }
@@ -63,7 +53,6 @@ FM_HOST_DEVICE FM_INLINE float fm_tan(float x) {
   fast_sincosf(x, &s, &c);
   return s / c;
 }
-#endif
 
 // Rounded product and sum that the compiler may not fuse into an FMA (nvcc contracts by
 // default; the host build uses -ffp-contract=off). PyTorch rounds each op separately.
@@ -126,6 +115,14 @@ FM_HOST_DEVICE FM_INLINE acc_t magnitude(int kernel, acc_t v) {
   }
 }
 
+// The rectangular kernel's sample straight from its word: 2u - 1 = (2k + 1 - 2^24) 2^-24 with
+// k = word >> 8, which is exactly +-(1 - 2v) of magnitude() with the sign of u - 1/2.
+template <typename acc_t>
+FM_HOST_DEVICE FM_INLINE acc_t rectangular_sample(uint32_t word) {
+  const int32_t n = static_cast<int32_t>(((word >> 8) << 1) | 1u) - (1 << 24);
+  return static_cast<acc_t>(n) * static_cast<acc_t>(5.9604644775390625e-08);
+}
+
 // Box-Muller on one pair (u_a, u_b) in (v, upper) form (noise.box_muller).
 template <typename acc_t>
 FM_HOST_DEVICE FM_INLINE void box_muller(acc_t v_a, bool upper_a, acc_t v_b, bool upper_b, acc_t* z0, acc_t* z1) {
@@ -138,12 +135,19 @@ FM_HOST_DEVICE FM_INLINE void box_muller(acc_t v_a, bool upper_a, acc_t v_b, boo
 }
 
 // The stream's four samples of `kernel` (scale 1) for group `group` of row (sample, example)
-// of `stream`: Philox counter (group, sample, example, stream), key (key0, key1).
+// of `stream`: Philox counter (group, sample, example, stream), round keys `key`.
 template <typename acc_t>
-FM_HOST_DEVICE FM_INLINE void noise4(int kernel, uint32_t key0, uint32_t key1, uint32_t group, uint32_t sample,
+FM_HOST_DEVICE FM_INLINE void noise4(int kernel, const PhiloxKey& key, uint32_t group, uint32_t sample,
                                      uint32_t example, uint32_t stream, acc_t z[4]) {
   uint32_t words[4];
-  philox4x32_10(group, sample, example, stream, key0, key1, words);
+  philox4x32_10(group, sample, example, stream, key, words);
+  if (kernel == kRectangular) {
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+    for (int k = 0; k < 4; ++k) z[k] = rectangular_sample<acc_t>(words[k]);
+    return;
+  }
   acc_t v[4];
   bool upper[4];
 #if defined(__CUDACC__)

@@ -32,11 +32,17 @@ FM_HOST_DEVICE FM_INLINE acc_t sigma_of(int mode, acc_t scale, acc_t x, acc_t lo
   return scale;
 }
 
+// x + sigma z, clamped into [lo, hi] when clip (ClipGrad), for a sigma already known.
+template <typename acc_t>
+FM_HOST_DEVICE FM_INLINE acc_t noisy_value(bool clip, acc_t sigma, acc_t x, acc_t lo, acc_t hi, acc_t z) {
+  const acc_t noisy = fm_add(x, fm_mul(sigma, z));
+  return clip ? clamp<acc_t>(noisy, lo, hi) : noisy;
+}
+
 // One perturbed element: x + sigma z, clamped into [lo, hi] when clip (ClipGrad).
 template <typename acc_t>
 FM_HOST_DEVICE FM_INLINE acc_t perturb_value(int mode, bool clip, acc_t scale, acc_t x, acc_t lo, acc_t hi, acc_t z) {
-  const acc_t noisy = fm_add(x, fm_mul(sigma_of<acc_t>(mode, scale, x, lo, hi), z));
-  return clip ? clamp<acc_t>(noisy, lo, hi) : noisy;
+  return noisy_value<acc_t>(clip, sigma_of<acc_t>(mode, scale, x, lo, hi), x, lo, hi, z);
 }
 
 // One multiplicatively perturbed weight: clean (1 + sigma z).

@@ -23,23 +23,34 @@ FM_HOST_DEVICE FM_INLINE uint32_t mulhilo32(uint32_t a, uint32_t b, uint32_t* hi
   return static_cast<uint32_t>(product);
 }
 
-// Ten rounds on counter (c0, c1, c2, c3) with key (k0, k1); the four output words replace the
-// counter words (scalars only, so that a loop over counters vectorises on the host).
+// The round keys of key (k0, k1): round r uses (k0 + r W0, k1 + r W1). Computed once per call (the
+// CUDA kernels read them from their parameters, so a round costs no key arithmetic).
+struct PhiloxKey {
+  uint32_t k0[10], k1[10];
+};
+
+FM_HOST_DEVICE FM_INLINE PhiloxKey philox_key(uint32_t k0, uint32_t k1) {
+  PhiloxKey key;
+  for (int round = 0; round < 10; ++round) {
+    key.k0[round] = k0 + static_cast<uint32_t>(round) * kPhiloxW0;
+    key.k1[round] = k1 + static_cast<uint32_t>(round) * kPhiloxW1;
+  }
+  return key;
+}
+
+// Ten rounds on counter (c0, c1, c2, c3) with `key`; the four output words replace the counter
+// words (scalars only, so that a loop over counters vectorises on the host).
 FM_HOST_DEVICE FM_INLINE void philox4x32_10_inplace(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3,
-                                                    uint32_t k0, uint32_t k1) {
+                                                    const PhiloxKey& key) {
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
   for (int round = 0; round < 10; ++round) {
-    if (round) {
-      k0 += kPhiloxW0;
-      k1 += kPhiloxW1;
-    }
     uint32_t hi0, hi1;
     const uint32_t lo0 = mulhilo32(kPhiloxM0, c0, &hi0);
     const uint32_t lo1 = mulhilo32(kPhiloxM1, c2, &hi1);
-    const uint32_t n0 = hi1 ^ c1 ^ k0;
-    const uint32_t n2 = hi0 ^ c3 ^ k1;
+    const uint32_t n0 = hi1 ^ c1 ^ key.k0[round];
+    const uint32_t n2 = hi0 ^ c3 ^ key.k1[round];
     c0 = n0;
     c1 = lo1;
     c2 = n2;
@@ -47,10 +58,10 @@ FM_HOST_DEVICE FM_INLINE void philox4x32_10_inplace(uint32_t& c0, uint32_t& c1, 
   }
 }
 
-// Ten rounds on counter (c0, c1, c2, c3) with key (k0, k1); writes the four output words.
-FM_HOST_DEVICE FM_INLINE void philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
-                                            uint32_t k0, uint32_t k1, uint32_t out[4]) {
-  philox4x32_10_inplace(c0, c1, c2, c3, k0, k1);
+// Ten rounds on counter (c0, c1, c2, c3) with `key`; writes the four output words.
+FM_HOST_DEVICE FM_INLINE void philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, const PhiloxKey& key,
+                                            uint32_t out[4]) {
+  philox4x32_10_inplace(c0, c1, c2, c3, key);
   out[0] = c0;
   out[1] = c1;
   out[2] = c2;
@@ -71,7 +82,7 @@ __attribute__((target("avx2"))) inline __m256i philox_mulhilo32_x8(__m256i a, __
 }
 
 __attribute__((target("avx2"))) inline void philox4x32_10_x8(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
-                                                             uint32_t k0, uint32_t k1, uint32_t* out) {
+                                                             const PhiloxKey& key, uint32_t* out) {
   const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kPhiloxM0));
   const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kPhiloxM1));
   __m256i x0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(c0)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -79,15 +90,11 @@ __attribute__((target("avx2"))) inline void philox4x32_10_x8(uint32_t c0, uint32
   __m256i x2 = _mm256_set1_epi32(static_cast<int>(c2));
   __m256i x3 = _mm256_set1_epi32(static_cast<int>(c3));
   for (int round = 0; round < 10; ++round) {
-    if (round) {
-      k0 += kPhiloxW0;
-      k1 += kPhiloxW1;
-    }
     __m256i hi0, hi1;
     const __m256i lo0 = philox_mulhilo32_x8(x0, m0, &hi0);
     const __m256i lo1 = philox_mulhilo32_x8(x2, m1, &hi1);
-    x0 = _mm256_xor_si256(_mm256_xor_si256(hi1, x1), _mm256_set1_epi32(static_cast<int>(k0)));
-    x2 = _mm256_xor_si256(_mm256_xor_si256(hi0, x3), _mm256_set1_epi32(static_cast<int>(k1)));
+    x0 = _mm256_xor_si256(_mm256_xor_si256(hi1, x1), _mm256_set1_epi32(static_cast<int>(key.k0[round])));
+    x2 = _mm256_xor_si256(_mm256_xor_si256(hi0, x3), _mm256_set1_epi32(static_cast<int>(key.k1[round])));
     x1 = lo1;
     x3 = lo0;
   }
@@ -112,7 +119,7 @@ __attribute__((target("avx512f"))) inline __m512i philox_mulhilo32_x16(__m512i a
 }
 
 __attribute__((target("avx512f"))) inline void philox4x32_10_x16(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
-                                                                 uint32_t k0, uint32_t k1, uint32_t* out) {
+                                                                 const PhiloxKey& key, uint32_t* out) {
   const __m512i m0 = _mm512_set1_epi32(static_cast<int>(kPhiloxM0));
   const __m512i m1 = _mm512_set1_epi32(static_cast<int>(kPhiloxM1));
   __m512i x0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(c0)),
@@ -121,15 +128,11 @@ __attribute__((target("avx512f"))) inline void philox4x32_10_x16(uint32_t c0, ui
   __m512i x2 = _mm512_set1_epi32(static_cast<int>(c2));
   __m512i x3 = _mm512_set1_epi32(static_cast<int>(c3));
   for (int round = 0; round < 10; ++round) {
-    if (round) {
-      k0 += kPhiloxW0;
-      k1 += kPhiloxW1;
-    }
     __m512i hi0, hi1;
     const __m512i lo0 = philox_mulhilo32_x16(x0, m0, &hi0);
     const __m512i lo1 = philox_mulhilo32_x16(x2, m1, &hi1);
-    x0 = _mm512_ternarylogic_epi32(hi1, x1, _mm512_set1_epi32(static_cast<int>(k0)), 0x96);  // a ^ b ^ c
-    x2 = _mm512_ternarylogic_epi32(hi0, x3, _mm512_set1_epi32(static_cast<int>(k1)), 0x96);
+    x0 = _mm512_ternarylogic_epi32(hi1, x1, _mm512_set1_epi32(static_cast<int>(key.k0[round])), 0x96);  // a ^ b ^ c
+    x2 = _mm512_ternarylogic_epi32(hi0, x3, _mm512_set1_epi32(static_cast<int>(key.k1[round])), 0x96);
     x1 = lo1;
     x3 = lo0;
   }

@@ -50,12 +50,12 @@ void parallel_tasks(int64_t tasks, int64_t work, const F& body) {
 #endif
 
 // Philox words of groups [g0, g0 + n) of row (sample, example, stream) into words[4 n]: portable loop.
-FM_CLONES void philox_block_scalar(uint32_t key0, uint32_t key1, uint32_t g0, int n, uint32_t sample, uint32_t example,
+FM_CLONES void philox_block_scalar(const core::PhiloxKey& key, uint32_t g0, int n, uint32_t sample, uint32_t example,
                             uint32_t stream, uint32_t* __restrict__ words) {
 #pragma omp simd
   for (int i = 0; i < n; ++i) {
     uint32_t c0 = g0 + static_cast<uint32_t>(i), c1 = sample, c2 = example, c3 = stream;
-    core::philox4x32_10_inplace(c0, c1, c2, c3, key0, key1);
+    core::philox4x32_10_inplace(c0, c1, c2, c3, key);
     words[4 * i + 0] = c0;
     words[4 * i + 1] = c1;
     words[4 * i + 2] = c2;
@@ -65,40 +65,40 @@ FM_CLONES void philox_block_scalar(uint32_t key0, uint32_t key1, uint32_t g0, in
 
 #if defined(FM_PHILOX_X86)
 // The same words, eight groups at a time in AVX2 registers (core::philox4x32_10_x8).
-__attribute__((target("avx2"))) void philox_block_avx2(uint32_t key0, uint32_t key1, uint32_t g0, int n,
+__attribute__((target("avx2"))) void philox_block_avx2(const core::PhiloxKey& key, uint32_t g0, int n,
                                                        uint32_t sample, uint32_t example, uint32_t stream,
                                                        uint32_t* __restrict__ words) {
   int i = 0;
   for (; i + 8 <= n; i += 8)
-    core::philox4x32_10_x8(g0 + static_cast<uint32_t>(i), sample, example, stream, key0, key1, words + 4 * i);
-  if (i < n) philox_block_scalar(key0, key1, g0 + static_cast<uint32_t>(i), n - i, sample, example, stream, words + 4 * i);
+    core::philox4x32_10_x8(g0 + static_cast<uint32_t>(i), sample, example, stream, key, words + 4 * i);
+  if (i < n) philox_block_scalar(key, g0 + static_cast<uint32_t>(i), n - i, sample, example, stream, words + 4 * i);
 }
 
 // Sixteen groups at a time in AVX-512 registers (core::philox4x32_10_x16), the rest as above.
-__attribute__((target("avx512f,avx2"))) void philox_block_avx512(uint32_t key0, uint32_t key1, uint32_t g0, int n,
+__attribute__((target("avx512f,avx2"))) void philox_block_avx512(const core::PhiloxKey& key, uint32_t g0, int n,
                                                                  uint32_t sample, uint32_t example, uint32_t stream,
                                                                  uint32_t* __restrict__ words) {
   int i = 0;
   for (; i + 16 <= n; i += 16)
-    core::philox4x32_10_x16(g0 + static_cast<uint32_t>(i), sample, example, stream, key0, key1, words + 4 * i);
-  if (i < n) philox_block_avx2(key0, key1, g0 + static_cast<uint32_t>(i), n - i, sample, example, stream, words + 4 * i);
+    core::philox4x32_10_x16(g0 + static_cast<uint32_t>(i), sample, example, stream, key, words + 4 * i);
+  if (i < n) philox_block_avx2(key, g0 + static_cast<uint32_t>(i), n - i, sample, example, stream, words + 4 * i);
 }
 #endif
 
 // Philox words of groups [g0, g0 + n) of row (sample, example, stream) into words[4 n].
-void philox_block(uint32_t key0, uint32_t key1, uint32_t g0, int n, uint32_t sample, uint32_t example,
+void philox_block(const core::PhiloxKey& key, uint32_t g0, int n, uint32_t sample, uint32_t example,
                   uint32_t stream, uint32_t* __restrict__ words) {
 #if defined(FM_PHILOX_X86)
   switch (cpu_philox_path()) {
     case 2:
-      return philox_block_avx512(key0, key1, g0, n, sample, example, stream, words);
+      return philox_block_avx512(key, g0, n, sample, example, stream, words);
     case 1:
-      return philox_block_avx2(key0, key1, g0, n, sample, example, stream, words);
+      return philox_block_avx2(key, g0, n, sample, example, stream, words);
     default:
       break;
   }
 #endif
-  philox_block_scalar(key0, key1, g0, n, sample, example, stream, words);
+  philox_block_scalar(key, g0, n, sample, example, stream, words);
 }
 
 // Noise samples (scale 1) of `kernel` for n words (n a multiple of 4: whole groups).
@@ -128,8 +128,11 @@ FM_CLONES void noise_block(int kernel, const uint32_t* __restrict__ words, int n
     FM_SYMMETRIC_LOOP(core::kPoisson)
     FM_SYMMETRIC_LOOP(core::kHyperbolic)
     FM_SYMMETRIC_LOOP(core::kSigmoid)
-    FM_SYMMETRIC_LOOP(core::kRectangular)
 #undef FM_SYMMETRIC_LOOP
+    case core::kRectangular:
+#pragma omp simd
+      for (int i = 0; i < n; ++i) z[i] = core::rectangular_sample<float>(words[i]);
+      break;
     default:
       break;
   }
@@ -137,16 +140,16 @@ FM_CLONES void noise_block(int kernel, const uint32_t* __restrict__ words, int n
 
 // Noise z (float) of the groups [g0, g1) of a row into z[4 (g1 - g0)].
 template <typename acc_t>
-void noise_groups(int kernel, uint32_t key0, uint32_t key1, int64_t g0, int64_t g1, uint32_t sample,
+void noise_groups(int kernel, const core::PhiloxKey& key, int64_t g0, int64_t g1, uint32_t sample,
                   uint32_t example, uint32_t stream, acc_t* z) {
   if constexpr (std::is_same<acc_t, float>::value) {
     uint32_t words[4 * kBlockGroups];
     const int n = static_cast<int>(g1 - g0);
-    philox_block(key0, key1, static_cast<uint32_t>(g0), n, sample, example, stream, words);
+    philox_block(key, static_cast<uint32_t>(g0), n, sample, example, stream, words);
     noise_block(kernel, words, 4 * n, z);
   } else {
     for (int64_t g = g0; g < g1; ++g)
-      core::noise4<acc_t>(kernel, key0, key1, static_cast<uint32_t>(g), sample, example, stream, z + 4 * (g - g0));
+      core::noise4<acc_t>(kernel, key, static_cast<uint32_t>(g), sample, example, stream, z + 4 * (g - g0));
   }
 }
 
@@ -197,7 +200,7 @@ void perturb_impl(const at::Tensor& x, const at::Tensor& out, const float* lo, c
     const uint32_t sample = p.sample_start + static_cast<uint32_t>(s);
     const uint32_t example = p.example_offset + static_cast<uint32_t>(b);
     acc_t z[4 * kBlockGroups];
-    noise_groups<acc_t>(KERNEL, p.key0, p.key1, g0, g1, sample, example, p.stream, z);
+    noise_groups<acc_t>(KERNEL, p.key, g0, g1, sample, example, p.stream, z);
     const int64_t e0 = 4 * g0, e1 = std::min(D, 4 * g1);
     const scalar_t* xr = xs + b * D;
     scalar_t* orow = os + (s * B + b) * D;
@@ -296,7 +299,7 @@ void perturb_weights_impl(const at::Tensor& clean, const at::Tensor& out, const 
   parallel_tasks(blocks, D, [&](int64_t t) {
     const int64_t g0 = t * kBlockGroups, g1 = std::min(groups, g0 + kBlockGroups);
     acc_t z[4 * kBlockGroups];
-    noise_groups<acc_t>(core::kGaussian, p.key0, p.key1, g0, g1, p.draw, p.index, /*stream=*/1u, z);
+    noise_groups<acc_t>(core::kGaussian, p.key, g0, g1, p.draw, p.index, /*stream=*/1u, z);
     const int64_t e0 = 4 * g0, e1 = std::min(D, 4 * g1);
     if constexpr (std::is_same<scalar_t, float>::value) {
       weights_row_f32(sigma, cs + e0, z, os + e0, e1 - e0);
@@ -314,6 +317,18 @@ void perturb_weights_cpu(const at::Tensor& clean, const at::Tensor& out, int64_t
   TORCH_CHECK(clean.device().is_cpu(), "fastmollify.perturb_weights (cpu): tensors must be on the CPU");
   FM_DISPATCH_DTYPE(clean.scalar_type(), "fastmollify.perturb_weights",
                     [&] { perturb_weights_impl<scalar_t>(clean, out, p); });
+}
+
+void perturb_weights_many_cpu(const at::TensorList cleans, const at::TensorList outs, int64_t seed_lo,
+                              int64_t seed_hi, int64_t draw, const at::IntArrayRef indices, double sigma) {
+  const std::vector<WeightParams> params =
+      check_perturb_weights_many(cleans, outs, seed_lo, seed_hi, draw, indices, sigma);
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params[i].numel == 0) continue;
+    TORCH_CHECK(cleans[i].device().is_cpu(), "fastmollify.perturb_weights (cpu): tensors must be on the CPU");
+    FM_DISPATCH_DTYPE(cleans[i].scalar_type(), "fastmollify.perturb_weights",
+                      [&] { perturb_weights_impl<scalar_t>(cleans[i], outs[i], params[i]); });
+  }
 }
 
 }  // namespace
@@ -338,4 +353,5 @@ TORCH_LIBRARY_IMPL(fastmollify, CPU, m) {
   m.impl("perturb", &fastmollify::perturb_cpu);
   m.impl("accumulate", &fastmollify::accumulate_cpu);
   m.impl("perturb_weights", &fastmollify::perturb_weights_cpu);
+  m.impl("perturb_weights_many", &fastmollify::perturb_weights_many_cpu);
 }

@@ -1,11 +1,19 @@
-// CUDA kernels of the three ops: grid-stride loops over the shared core (csrc/core).
+// CUDA kernels of the ops: grid-stride loops over the shared core (csrc/core).
 //
-// One thread handles one group of four consecutive elements (one Philox call). When the
-// row length is a multiple of 4 and the pointers are aligned, the four elements move as one
-// vector (16 bytes for float32, 8 for 16-bit types, 2 x 16 for float64); otherwise element
-// by element with bounds checks. Math in float32 (float64 for float64 data); products and
-// sums go through __fmul_rn/__fadd_rn (core::fm_mul/fm_add) so they round as PyTorch does.
-// Lean headers only (no ATen/cuda/CUDAContext.h, no curand).
+// perturb: a thread owns a chunk of kGroups<T> groups of four consecutive elements of one example
+// (16 bytes of 16-bit data, one group of float32, 32 bytes of float64), reads its x (and sigma,
+// lo, hi) once into registers and loops over the S samples, writing one chunk per sample: x comes
+// from DRAM once per call, not once per sample. With the row length a multiple of the chunk and
+// aligned pointers (VEC) every chunk moves as one vector; otherwise each full chunk still moves as
+// a vector wherever its address is aligned, and only the partial chunk at a row's end goes element
+// by element. accumulate: a thread owns four elements, the per-sample weight and ratio w / n come
+// precomputed (welford_ratios_kernel, core::welford_advance), and kUnroll samples' gradients are
+// loaded before they are merged, without a branch (a zero weight has ratio 0 and changes nothing).
+// perturb_weights: one launch for a list of tensors (multi-tensor apply): the tensors' pointers and
+// sizes travel in the kernel's parameter space, each block finds its tensor by a binary search.
+// Math in float32 (float64 for float64 data) with the branch-free formulas of core/fastmath.h;
+// products and sums of the final combination go through __fmul_rn/__fadd_rn (core::fm_mul/fm_add)
+// so they round as PyTorch does. Indices and offsets are 64-bit. Lean headers only.
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -13,6 +21,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "launch.h"
 
@@ -21,15 +30,27 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kUnroll = 4;              // accumulate: samples loaded before they are merged
+constexpr int kWeightGroupsPerThread = 4;  // perturb_weights: groups per thread and block pass
+constexpr int64_t kWeightBlockGroups = int64_t{kThreads} * kWeightGroupsPerThread;
 
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Vec {
   T v[N];
 };
 
+// Groups of four elements per perturb chunk: 16-byte accesses for 16-bit types.
 template <typename T>
-bool aligned4(const void* pointer) {
-  return reinterpret_cast<uintptr_t>(pointer) % sizeof(Vec<T, 4>) == 0;
+constexpr int kGroups = sizeof(T) == 2 ? 2 : 1;
+
+template <typename T, int N>
+__device__ __forceinline__ bool aligned_for(const T* p) {
+  return reinterpret_cast<uintptr_t>(p) % sizeof(Vec<T, N>) == 0;
+}
+
+template <typename T, int N>
+bool host_aligned(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % sizeof(Vec<T, N>) == 0;
 }
 
 // Blocks for `work` threads, capped at 32 blocks per multiprocessor (grid-stride beyond).
@@ -46,131 +67,160 @@ __device__ __forceinline__ int64_t first_index() {
 }
 __device__ __forceinline__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
+// values[0, N) <- p[0, valid): one vector load when `vector`, else element by element.
+template <typename T, typename acc_t, int N>
+__device__ __forceinline__ void load_chunk(const T* p, int valid, bool vector, acc_t (&values)[N]) {
+  if (vector) {
+    const Vec<T, N> v = *reinterpret_cast<const Vec<T, N>*>(p);
+#pragma unroll
+    for (int k = 0; k < N; ++k) values[k] = static_cast<acc_t>(v.v[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < N; ++k) values[k] = k < valid ? static_cast<acc_t>(p[k]) : acc_t(0);
+  }
+}
+
+// p[0, valid) <- values: one vector store when `vector`, else element by element.
+template <typename T, typename acc_t, int N>
+__device__ __forceinline__ void store_chunk(T* p, int valid, bool vector, const acc_t (&values)[N]) {
+  if (vector) {
+    Vec<T, N> v;
+#pragma unroll
+    for (int k = 0; k < N; ++k) v.v[k] = static_cast<T>(values[k]);
+    *reinterpret_cast<Vec<T, N>*>(p) = v;
+  } else {
+#pragma unroll
+    for (int k = 0; k < N; ++k)
+      if (k < valid) p[k] = static_cast<T>(values[k]);
+  }
+}
+
 template <typename scalar_t, int KERNEL, bool VEC>
 __global__ void __launch_bounds__(kThreads)
     perturb_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, const float* __restrict__ lo,
-                   const float* __restrict__ hi, const PerturbParams p, const int64_t groups, const int64_t total) {
+                   const float* __restrict__ hi, const PerturbParams p) {
   using acc_t = acc_type_t<scalar_t>;
+  constexpr int G = kGroups<scalar_t>, N = 4 * G;
   const acc_t scale = static_cast<acc_t>(p.scale);
-  for (int64_t t = first_index(); t < total; t += grid_stride()) {
-    const int64_t row = t / groups, g = t - row * groups;  // row = s * B + b
-    const int64_t s = row / p.batch, b = row - s * p.batch;
-    acc_t z[4];
-    core::noise4<acc_t>(KERNEL, p.key0, p.key1, static_cast<uint32_t>(g), p.sample_start + static_cast<uint32_t>(s),
-                        p.example_offset + static_cast<uint32_t>(b), p.stream, z);
-    const int64_t e0 = 4 * g;
-    const scalar_t* xr = x + b * p.numel;
-    scalar_t* orow = out + row * p.numel;
-    if (VEC) {
-      const Vec<scalar_t, 4> xv = *reinterpret_cast<const Vec<scalar_t, 4>*>(xr + e0);
-      Vec<scalar_t, 4> ov;
+  const int64_t chunks = (p.numel + N - 1) / N;  // per row
+  const int64_t row_step = p.batch * p.numel;    // one sample's rows
+  for (int64_t t = first_index(); t < p.batch * chunks; t += grid_stride()) {
+    const int64_t b = t / chunks, c = t - b * chunks;
+    const int64_t e0 = c * N;
+    const int valid = static_cast<int>(VEC ? N : std::min<int64_t>(N, p.numel - e0));
+    const bool full = VEC || valid == N;
+    acc_t xv[N], lov[N], hiv[N], sigma[N];
+    load_chunk<scalar_t, acc_t, N>(x + b * p.numel + e0, valid, VEC || (full && aligned_for<scalar_t, N>(x + b * p.numel + e0)), xv);
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int64_t e = e0 + k;
-        const acc_t lov = lo ? static_cast<acc_t>(lo[e * p.lo_stride]) : acc_t(0);
-        const acc_t hiv = hi ? static_cast<acc_t>(hi[e * p.hi_stride]) : acc_t(0);
-        ov.v[k] = static_cast<scalar_t>(
-            core::perturb_value<acc_t>(p.sigma_mode, p.clip, scale, static_cast<acc_t>(xv.v[k]), lov, hiv, z[k]));
-      }
-      *reinterpret_cast<Vec<scalar_t, 4>*>(orow + e0) = ov;
-    } else {
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int64_t e = e0 + k;
-        if (e < p.numel) {
-          const acc_t lov = lo ? static_cast<acc_t>(lo[e * p.lo_stride]) : acc_t(0);
-          const acc_t hiv = hi ? static_cast<acc_t>(hi[e * p.hi_stride]) : acc_t(0);
-          orow[e] = static_cast<scalar_t>(
-              core::perturb_value<acc_t>(p.sigma_mode, p.clip, scale, static_cast<acc_t>(xr[e]), lov, hiv, z[k]));
-        }
-      }
+    for (int k = 0; k < N; ++k) {
+      const int64_t e = k < valid ? e0 + k : e0;
+      lov[k] = lo ? static_cast<acc_t>(lo[e * p.lo_stride]) : acc_t(0);
+      hiv[k] = hi ? static_cast<acc_t>(hi[e * p.hi_stride]) : acc_t(0);
+      sigma[k] = core::sigma_of<acc_t>(p.sigma_mode, scale, xv[k], lov[k], hiv[k]);
     }
+    const uint32_t example = p.example_offset + static_cast<uint32_t>(b);
+    const uint32_t group0 = static_cast<uint32_t>(c * G);
+    auto samples = [&](auto clip) {  // the sample loop, compiled once with and once without the clamp
+      scalar_t* o = out + b * p.numel + e0;
+      for (int64_t s = 0; s < p.samples; ++s, o += row_step) {
+        acc_t z[N], y[N];
+#pragma unroll
+        for (int i = 0; i < G; ++i)
+          core::noise4<acc_t>(KERNEL, p.key, group0 + i, p.sample_start + static_cast<uint32_t>(s),
+                              example, p.stream, z + 4 * i);
+#pragma unroll
+        for (int k = 0; k < N; ++k)
+          y[k] = core::noisy_value<acc_t>(decltype(clip)::value, sigma[k], xv[k], lov[k], hiv[k], z[k]);
+        store_chunk<scalar_t, acc_t, N>(o, valid, VEC || (full && aligned_for<scalar_t, N>(o)), y);
+      }
+    };
+    if (p.clip)
+      samples(std::true_type{});
+    else
+      samples(std::false_type{});
   }
 }
 
-template <typename grad_t, typename stat_t, bool VEC>
+// table[s] = w_s, table[samples + s] = w_s / n_s (core::welford_advance), once per call.
+template <typename acc_t>
+__global__ void welford_ratios_kernel(const float* __restrict__ weights, acc_t* __restrict__ table,
+                                      const int64_t samples, const double count) {
+  acc_t n = static_cast<acc_t>(count);
+  for (int64_t s = 0; s < samples; ++s) {
+    const acc_t w = weights ? static_cast<acc_t>(weights[s]) : static_cast<acc_t>(1);
+    table[s] = w;
+    table[samples + s] = core::welford_advance<acc_t>(&n, w);
+  }
+}
+
+template <typename grad_t, typename stat_t, typename acc_t, bool VEC>
 __global__ void __launch_bounds__(kThreads)
     accumulate_kernel(stat_t* __restrict__ mean, stat_t* __restrict__ m2, const grad_t* __restrict__ grads,
-                      const float* __restrict__ weights, const int64_t samples, const int64_t numel,
-                      const double count) {
-  using acc_t = std::conditional_t<std::is_same<grad_t, double>::value || std::is_same<stat_t, double>::value,
-                                   double, float>;
-  const int64_t quads = (numel + 3) / 4;
-  for (int64_t q = first_index(); q < quads; q += grid_stride()) {
+                      const acc_t* __restrict__ table, const int64_t samples, const int64_t numel) {
+  const acc_t* __restrict__ ratios = table + samples;
+  for (int64_t q = first_index(); q < (numel + 3) / 4; q += grid_stride()) {
     const int64_t e0 = 4 * q;
-    const int count_here = static_cast<int>(VEC ? 4 : std::min<int64_t>(4, numel - e0));
-    acc_t mu[4] = {0, 0, 0, 0}, m[4] = {0, 0, 0, 0};
-    if (VEC) {
-      const Vec<stat_t, 4> a = *reinterpret_cast<const Vec<stat_t, 4>*>(mean + e0);
-      const Vec<stat_t, 4> c = *reinterpret_cast<const Vec<stat_t, 4>*>(m2 + e0);
+    const int valid = static_cast<int>(VEC ? 4 : std::min<int64_t>(4, numel - e0));
+    acc_t mu[4], m[4];
+    load_chunk<stat_t, acc_t, 4>(mean + e0, valid, VEC, mu);
+    load_chunk<stat_t, acc_t, 4>(m2 + e0, valid, VEC, m);
+    const grad_t* row = grads + e0;
+    int64_t s = 0;
+    for (; s + kUnroll <= samples; s += kUnroll) {  // kUnroll loads in flight, then the merges
+      acc_t g[kUnroll][4];
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        mu[k] = static_cast<acc_t>(a.v[k]);
-        m[k] = static_cast<acc_t>(c.v[k]);
-      }
-    } else {
-      for (int k = 0; k < count_here; ++k) {
-        mu[k] = static_cast<acc_t>(mean[e0 + k]);
-        m[k] = static_cast<acc_t>(m2[e0 + k]);
+      for (int u = 0; u < kUnroll; ++u) load_chunk<grad_t, acc_t, 4>(row + (s + u) * numel, valid, VEC, g[u]);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const acc_t w = table[s + u], ratio = ratios[s + u];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) core::welford_update<acc_t>(&mu[k], &m[k], g[u][k], w, ratio);
       }
     }
-    acc_t n = static_cast<acc_t>(count);
-    for (int64_t s = 0; s < samples; ++s) {
-      const acc_t w = weights ? static_cast<acc_t>(weights[s]) : static_cast<acc_t>(1);
-      const acc_t ratio = core::welford_advance<acc_t>(&n, w);
-      if (!(w > static_cast<acc_t>(0))) continue;
-      const grad_t* row = grads + s * numel + e0;
-      if (VEC) {
-        const Vec<grad_t, 4> gv = *reinterpret_cast<const Vec<grad_t, 4>*>(row);
+    for (; s < samples; ++s) {
+      acc_t g[4];
+      load_chunk<grad_t, acc_t, 4>(row + s * numel, valid, VEC, g);
 #pragma unroll
-        for (int k = 0; k < 4; ++k) core::welford_update<acc_t>(&mu[k], &m[k], static_cast<acc_t>(gv.v[k]), w, ratio);
-      } else {
-        for (int k = 0; k < count_here; ++k)
-          core::welford_update<acc_t>(&mu[k], &m[k], static_cast<acc_t>(row[k]), w, ratio);
-      }
+      for (int k = 0; k < 4; ++k) core::welford_update<acc_t>(&mu[k], &m[k], g[k], table[s], ratios[s]);
     }
-    if (VEC) {
-      Vec<stat_t, 4> a, c;
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        a.v[k] = static_cast<stat_t>(mu[k]);
-        c.v[k] = static_cast<stat_t>(m[k]);
-      }
-      *reinterpret_cast<Vec<stat_t, 4>*>(mean + e0) = a;
-      *reinterpret_cast<Vec<stat_t, 4>*>(m2 + e0) = c;
-    } else {
-      for (int k = 0; k < count_here; ++k) {
-        mean[e0 + k] = static_cast<stat_t>(mu[k]);
-        m2[e0 + k] = static_cast<stat_t>(m[k]);
-      }
-    }
+    store_chunk<stat_t, acc_t, 4>(mean + e0, valid, VEC, mu);
+    store_chunk<stat_t, acc_t, 4>(m2 + e0, valid, VEC, m);
   }
 }
 
-template <typename scalar_t, bool VEC>
+template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-    perturb_weights_kernel(const scalar_t* __restrict__ clean, scalar_t* __restrict__ out, const WeightParams p) {
+    perturb_weights_many_kernel(const __grid_constant__ WeightBatch batch) {
   using acc_t = acc_type_t<scalar_t>;
-  const acc_t sigma = static_cast<acc_t>(p.sigma);
-  const int64_t groups = (p.numel + 3) / 4;
-  for (int64_t g = first_index(); g < groups; g += grid_stride()) {
-    acc_t z[4];
-    core::noise4<acc_t>(core::kGaussian, p.key0, p.key1, static_cast<uint32_t>(g), p.draw, p.index, /*stream=*/1u, z);
+  // The tensor of this block: the last one whose first block is <= blockIdx.x.
+  int lo_t = 0, hi_t = batch.count - 1;
+  while (lo_t < hi_t) {
+    const int mid = (lo_t + hi_t + 1) / 2;
+    if (batch.first_block[mid] <= static_cast<int64_t>(blockIdx.x))
+      lo_t = mid;
+    else
+      hi_t = mid - 1;
+  }
+  const WeightTensor& w = batch.tensors[lo_t];
+  const scalar_t* clean = static_cast<const scalar_t*>(w.clean);
+  scalar_t* out = static_cast<scalar_t*>(w.out);
+  const acc_t sigma = static_cast<acc_t>(batch.sigma);
+  const int64_t groups = (w.numel + 3) / 4;
+  const int64_t g_begin = (static_cast<int64_t>(blockIdx.x) - batch.first_block[lo_t]) * kWeightBlockGroups;
+  const bool vec = w.aligned;
+#pragma unroll
+  for (int i = 0; i < kWeightGroupsPerThread; ++i) {
+    const int64_t g = g_begin + i * kThreads + threadIdx.x;
+    if (g >= groups) break;
     const int64_t e0 = 4 * g;
-    if (VEC) {
-      const Vec<scalar_t, 4> cv = *reinterpret_cast<const Vec<scalar_t, 4>*>(clean + e0);
-      Vec<scalar_t, 4> ov;
+    const int valid = static_cast<int>(std::min<int64_t>(4, w.numel - e0));
+    acc_t c[4], z[4], y[4];
+    load_chunk<scalar_t, acc_t, 4>(clean + e0, valid, vec && valid == 4, c);
+    core::noise4<acc_t>(core::kGaussian, batch.key, static_cast<uint32_t>(g), batch.draw, w.index,
+                        /*stream=*/1u, z);
 #pragma unroll
-      for (int k = 0; k < 4; ++k)
-        ov.v[k] = static_cast<scalar_t>(core::weight_value<acc_t>(static_cast<acc_t>(cv.v[k]), sigma, z[k]));
-      *reinterpret_cast<Vec<scalar_t, 4>*>(out + e0) = ov;
-    } else {
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int64_t e = e0 + k;
-        if (e < p.numel) out[e] = static_cast<scalar_t>(core::weight_value<acc_t>(static_cast<acc_t>(clean[e]), sigma, z[k]));
-      }
-    }
+    for (int k = 0; k < 4; ++k) y[k] = core::weight_value<acc_t>(c[k], sigma, z[k]);
+    store_chunk<scalar_t, acc_t, 4>(out + e0, valid, vec && valid == 4, y);
   }
 }
 
@@ -178,61 +228,72 @@ __global__ void __launch_bounds__(kThreads)
 
 void launch_perturb(const at::Tensor& x, const at::Tensor& out, const float* lo, const float* hi,
                     const PerturbParams& p) {
-  const int64_t groups = (p.numel + 3) / 4;
-  const int64_t total = p.samples * p.batch * groups;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int grid = grid_for(total);
   FM_DISPATCH_DTYPE(x.scalar_type(), "fastmollify.perturb", [&] {
+    constexpr int N = 4 * kGroups<scalar_t>;
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    const bool vec = p.numel % 4 == 0 && aligned4<scalar_t>(xp) && aligned4<scalar_t>(op);
+    const int grid = grid_for(p.batch * ((p.numel + N - 1) / N));
+    const bool vec = p.numel % N == 0 && host_aligned<scalar_t, N>(xp) && host_aligned<scalar_t, N>(op);
     dispatch_kernel(p.kernel, [&](auto k) {
       constexpr int KERNEL = decltype(k)::value;
       if (vec)
-        perturb_kernel<scalar_t, KERNEL, true><<<grid, kThreads, 0, stream>>>(xp, op, lo, hi, p, groups, total);
+        perturb_kernel<scalar_t, KERNEL, true><<<grid, kThreads, 0, stream>>>(xp, op, lo, hi, p);
       else
-        perturb_kernel<scalar_t, KERNEL, false><<<grid, kThreads, 0, stream>>>(xp, op, lo, hi, p, groups, total);
+        perturb_kernel<scalar_t, KERNEL, false><<<grid, kThreads, 0, stream>>>(xp, op, lo, hi, p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
 }
 
 void launch_accumulate(const at::Tensor& mean, const at::Tensor& m2, const at::Tensor& grads, const float* weights,
-                       const AccumulateParams& p) {
+                       const at::Tensor& table, const AccumulateParams& p) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int grid = grid_for((p.numel + 3) / 4);
   FM_DISPATCH_DTYPE(grads.scalar_type(), "fastmollify.accumulate", [&] {
     using grad_t = scalar_t;
     const grad_t* gp = grads.data_ptr<grad_t>();
-    auto run = [&](auto* mp, auto* qp) {
+    auto run = [&](auto* mp, auto* qp, auto* tp) {
       using stat_t = std::remove_pointer_t<decltype(mp)>;
-      const bool vec = p.numel % 4 == 0 && aligned4<grad_t>(gp) && aligned4<stat_t>(mp) && aligned4<stat_t>(qp);
+      using acc_t = std::remove_pointer_t<decltype(tp)>;
+      welford_ratios_kernel<acc_t><<<1, 1, 0, stream>>>(weights, tp, p.samples, p.count);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      const bool vec = p.numel % 4 == 0 && host_aligned<grad_t, 4>(gp) && host_aligned<stat_t, 4>(mp) &&
+                       host_aligned<stat_t, 4>(qp);
       if (vec)
-        accumulate_kernel<grad_t, stat_t, true><<<grid, kThreads, 0, stream>>>(mp, qp, gp, weights, p.samples,
-                                                                              p.numel, p.count);
+        accumulate_kernel<grad_t, stat_t, acc_t, true><<<grid, kThreads, 0, stream>>>(mp, qp, gp, tp, p.samples,
+                                                                                     p.numel);
       else
-        accumulate_kernel<grad_t, stat_t, false><<<grid, kThreads, 0, stream>>>(mp, qp, gp, weights, p.samples,
-                                                                               p.numel, p.count);
+        accumulate_kernel<grad_t, stat_t, acc_t, false><<<grid, kThreads, 0, stream>>>(mp, qp, gp, tp, p.samples,
+                                                                                      p.numel);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
-    if (mean.scalar_type() == c10::kDouble)
-      run(mean.data_ptr<double>(), m2.data_ptr<double>());
-    else
-      run(mean.data_ptr<float>(), m2.data_ptr<float>());
+    if (table.scalar_type() == c10::kDouble) {
+      if (mean.scalar_type() == c10::kDouble)
+        run(mean.data_ptr<double>(), m2.data_ptr<double>(), table.data_ptr<double>());
+      else
+        run(mean.data_ptr<float>(), m2.data_ptr<float>(), table.data_ptr<double>());
+    } else {
+      run(mean.data_ptr<float>(), m2.data_ptr<float>(), table.data_ptr<float>());
+    }
   });
 }
 
-void launch_perturb_weights(const at::Tensor& clean, const at::Tensor& out, const WeightParams& p) {
+void launch_perturb_weights_many(c10::ScalarType dtype, WeightBatch& batch) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int grid = grid_for((p.numel + 3) / 4);
-  FM_DISPATCH_DTYPE(clean.scalar_type(), "fastmollify.perturb_weights", [&] {
-    const scalar_t* cp = clean.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    const bool vec = p.numel % 4 == 0 && aligned4<scalar_t>(cp) && aligned4<scalar_t>(op);
-    if (vec)
-      perturb_weights_kernel<scalar_t, true><<<grid, kThreads, 0, stream>>>(cp, op, p);
-    else
-      perturb_weights_kernel<scalar_t, false><<<grid, kThreads, 0, stream>>>(cp, op, p);
+  int64_t blocks = 0;
+  for (int i = 0; i < batch.count; ++i) {
+    batch.first_block[i] = blocks;
+    blocks += ((batch.tensors[i].numel + 3) / 4 + kWeightBlockGroups - 1) / kWeightBlockGroups;
+  }
+  if (blocks == 0) return;
+  TORCH_CHECK(blocks <= INT64_C(0x7FFFFFFF), "fastmollify.perturb_weights: too many elements for one launch");
+  FM_DISPATCH_DTYPE(dtype, "fastmollify.perturb_weights", [&] {
+    for (int i = 0; i < batch.count; ++i)
+      batch.tensors[i].aligned = batch.tensors[i].numel % 4 == 0 &&
+                                 host_aligned<scalar_t, 4>(batch.tensors[i].clean) &&
+                                 host_aligned<scalar_t, 4>(batch.tensors[i].out);
+    perturb_weights_many_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(batch);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

@@ -1,4 +1,5 @@
 // CUDA backend: argument checks, device guard, and registration for DispatchKey CUDA.
+#include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -28,16 +29,41 @@ void accumulate_cuda(const at::Tensor& mean, const at::Tensor& m2, const at::Ten
   if (p.samples == 0 || p.numel == 0) return;
   const c10::cuda::CUDAGuard guard(grads.device());
   const bool weighted = weights.has_value() && weights->defined();
-  cuda::launch_accumulate(mean, m2, grads, weighted ? weights->data_ptr<float>() : nullptr, p);
+  const bool wide = grads.scalar_type() == c10::kDouble || mean.scalar_type() == c10::kDouble;
+  const at::Tensor table = at::empty({2 * p.samples}, grads.options().dtype(wide ? c10::kDouble : c10::kFloat));
+  cuda::launch_accumulate(mean, m2, grads, weighted ? weights->data_ptr<float>() : nullptr, table, p);
+}
+
+// Launches of up to kMaxWeightTensors tensors each.
+void perturb_weights_many_cuda(const at::TensorList cleans, const at::TensorList outs, int64_t seed_lo,
+                               int64_t seed_hi, int64_t draw, const at::IntArrayRef indices, double sigma) {
+  const std::vector<WeightParams> params =
+      check_perturb_weights_many(cleans, outs, seed_lo, seed_hi, draw, indices, sigma);
+  if (params.empty()) return;
+  TORCH_CHECK(cleans[0].is_cuda(), "fastmollify.perturb_weights (cuda): tensors must be on a CUDA device");
+  const c10::cuda::CUDAGuard guard(cleans[0].device());
+  WeightBatch batch;
+  batch.key = params[0].key;
+  batch.draw = params[0].draw;
+  batch.sigma = sigma;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params[i].numel == 0) continue;
+    WeightTensor& t = batch.tensors[batch.count++];
+    t.clean = cleans[i].data_ptr();
+    t.out = outs[i].data_ptr();
+    t.numel = params[i].numel;
+    t.index = params[i].index;
+    if (batch.count == kMaxWeightTensors) {
+      cuda::launch_perturb_weights_many(cleans[0].scalar_type(), batch);
+      batch.count = 0;
+    }
+  }
+  if (batch.count) cuda::launch_perturb_weights_many(cleans[0].scalar_type(), batch);
 }
 
 void perturb_weights_cuda(const at::Tensor& clean, const at::Tensor& out, int64_t seed_lo, int64_t seed_hi,
                           int64_t draw, int64_t index, double sigma) {
-  const WeightParams p = check_perturb_weights(clean, out, seed_lo, seed_hi, draw, index, sigma);
-  TORCH_CHECK(clean.is_cuda(), "fastmollify.perturb_weights (cuda): tensors must be on a CUDA device");
-  if (p.numel == 0) return;
-  const c10::cuda::CUDAGuard guard(clean.device());
-  cuda::launch_perturb_weights(clean, out, p);
+  perturb_weights_many_cuda({clean}, {out}, seed_lo, seed_hi, draw, {index}, sigma);
 }
 
 }  // namespace
@@ -47,4 +73,5 @@ TORCH_LIBRARY_IMPL(fastmollify, CUDA, m) {
   m.impl("perturb", &fastmollify::perturb_cuda);
   m.impl("accumulate", &fastmollify::accumulate_cuda);
   m.impl("perturb_weights", &fastmollify::perturb_weights_cuda);
+  m.impl("perturb_weights_many", &fastmollify::perturb_weights_many_cuda);
 }

@@ -18,6 +18,11 @@ sigma_mode, clip)``
 ``perturb_weights(clean, out, *, seed, draw, index, sigma)``
     ``out = clean * (1 + sigma * z)``, ``z`` Gaussian from the weight stream with counter
     ``(j >> 2, draw, index, 1)``; any shape, row-major element order.
+
+``perturb_weights_many(cleans, outs, *, seed, draw, indices, sigma)``
+    ``perturb_weights`` for every ``(cleans[i], outs[i], indices[i])`` at once: one launch for all
+    the parameters of a model on the CUDA backend (multi-tensor apply); tensors of several dtypes
+    are grouped by dtype. The same values as the calls one by one.
 """
 FIXED, RANGE, ADAPTIVE = 0, 1, 2
 SIGMA_MODES = {"fixed": FIXED, "range": RANGE, "adaptive": ADAPTIVE}

@@ -26,7 +26,7 @@ from . import ADAPTIVE, FIXED, RANGE
 
 __all__ = ["CPU", "CUDA", "LOAD_ERROR", "available"]
 
-ABI_VERSION = 2  # must equal fastmollify::kAbiVersion in csrc/ops.h
+ABI_VERSION = 3  # must equal fastmollify::kAbiVersion in csrc/ops.h
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _FIRST_USER_KERNEL_ID = 100
 _DEBUG_VARIABLE = "FASTMOLLIFY_DEBUG_EXTENSION"
@@ -49,6 +49,10 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("fastmollify::perturb_weights")
     def _perturb_weights_fake(clean, out, seed_lo, seed_hi, draw, index, sigma):
+        return None
+
+    @torch.library.register_fake("fastmollify::perturb_weights_many")
+    def _perturb_weights_many_fake(cleans, outs, seed_lo, seed_hi, draw, indices, sigma):
         return None
 
 
@@ -204,6 +208,24 @@ class _Backend:
                                               float(sigma))
         if target is not out:
             out.copy_(target)
+
+    def perturb_weights_many(self, cleans, outs, *, seed, draw, indices, sigma):
+        """``perturb_weights`` for every (clean, out, index): one op call per dtype (one launch on the GPU)."""
+        cleans, outs, indices = list(cleans), list(outs), [int(i) for i in indices]
+        if not len(cleans) == len(outs) == len(indices):
+            raise ValueError(f"cleans, outs and indices differ in length ({len(cleans)}, {len(outs)}, {len(indices)})")
+        self._check(*cleans, *outs)
+        seed_lo, seed_hi = noise.split_seed(seed)
+        targets = [out if out.is_contiguous() else torch.empty(out.shape, dtype=out.dtype, device=out.device)
+                   for out in outs]
+        for dtype in dict.fromkeys(clean.dtype for clean in cleans):
+            chosen = [i for i, clean in enumerate(cleans) if clean.dtype == dtype]
+            torch.ops.fastmollify.perturb_weights_many([cleans[i].contiguous() for i in chosen],
+                                                       [targets[i] for i in chosen], seed_lo, seed_hi, int(draw),
+                                                       [indices[i] for i in chosen], float(sigma))
+        for target, out in zip(targets, outs):
+            if target is not out:
+                out.copy_(target)
 
 
 CPU = _Backend("cpu", "cpu")

@@ -77,3 +77,8 @@ def perturb_weights(clean, out, *, seed, draw, index, sigma):
     z = stream_noise(kernels.get("gaussian"), seed, noise.WEIGHT_STREAM, [draw], [index], clean.numel(), acc,
                      clean.device)
     out.copy_((clean.to(acc).reshape(-1) * (1 + sigma * z.reshape(-1))).reshape(clean.shape))
+
+
+def perturb_weights_many(cleans, outs, *, seed, draw, indices, sigma):
+    for clean, out, index in zip(cleans, outs, indices, strict=True):
+        perturb_weights(clean, out, seed=seed, draw=draw, index=index, sigma=sigma)

@@ -17,6 +17,8 @@ implementations, so ``torch.compile`` traces calls to them.
 
 Importing this module never fails: when ``triton`` cannot be imported, ``unavailable`` says why.
 """
+import os
+
 import torch
 
 from .. import kernels
@@ -36,6 +38,23 @@ else:
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _BUILTIN_IDS = {"gaussian": 0, "poisson": 1, "hyperbolic": 2, "sigmoid": 3, "rectangular": 4}
 _USER = -1  # the KERNEL constexpr of a fused user kernel
+
+# Launch configurations, autotuned on the GPU; the first is the pinned one (FASTMOLLIFY_TRITON_CONFIGS=pinned,
+# set by the GPU suite's tests so that autotuning cannot eat their time) and the one isa_report compiles.
+PERTURB_CONFIGS = [{"kwargs": {"GROUPS": 256}, "num_warps": 4}, {"kwargs": {"GROUPS": 128}, "num_warps": 4},
+                   {"kwargs": {"GROUPS": 512}, "num_warps": 8}, {"kwargs": {"GROUPS": 256}, "num_warps": 8}]
+ACCUMULATE_CONFIGS = [{"kwargs": {"BLOCK": 1024}, "num_warps": 4}, {"kwargs": {"BLOCK": 512}, "num_warps": 4},
+                      {"kwargs": {"BLOCK": 2048}, "num_warps": 8}]
+# No multiply-add contraction: compiled kernels round every operation as the interpreter (and the CPU
+# backend, built with -ffp-contract=off) does, so the formulas the CPU tests run are computed bit for bit.
+_COMPILE_OPTIONS = {"enable_fp_fusion": True}
+
+
+def _configs(configs):
+    """triton.Config objects of ``configs``: all of them, or the first if FASTMOLLIFY_TRITON_CONFIGS=pinned."""
+    if os.environ.get("FASTMOLLIFY_TRITON_CONFIGS", "").strip().lower() == "pinned":
+        configs = configs[:1]
+    return [triton.Config(dict(c["kwargs"]), num_warps=c["num_warps"]) for c in configs]
 
 
 def _interpreting() -> bool:
@@ -114,14 +133,8 @@ if triton is not None and _version_tuple(triton.__version__) < (3, 0):
 if triton is not None:
     try:
         @triton.jit
-        def _log(x):
-            """Natural log of positive normal float32 (Cephes logf: frexp, degree-9 polynomial)."""
-            bits = x.to(tl.int32, bitcast=True)
-            e = (bits >> 23) - 126
-            m = ((bits & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)  # [1/2, 1)
-            small = m < 0.70710677
-            e = tl.where(small, e - 1, e)
-            f = tl.where(small, m + m, m) - 1.0
+        def _log_reduced(f, fe):
+            """log(2^fe (1 + f)) for f in [sqrt(1/2) - 1, sqrt(2) - 1) (Cephes logf's degree-9 polynomial)."""
             z = f * f
             p = 7.0376836292e-2
             p = p * f - 1.1514610310e-1
@@ -133,32 +146,51 @@ if triton is not None:
             p = p * f - 2.4999993993e-1
             p = p * f + 3.3333331174e-1
             y = p * f * z
-            fe = e.to(tl.float32)
             y = y - 2.12194440e-4 * fe
             y = y - 0.5 * z
             return (f + y) + 0.693359375 * fe
 
         @triton.jit
+        def _log_reduce(x):
+            """(f, fe) with x = 2^fe (1 + f), 1 + f in [sqrt(1/2), sqrt(2)), for positive normal float32 x."""
+            bits = x.to(tl.int32, bitcast=True)
+            e = (bits >> 23) - 126
+            m = ((bits & 0x007FFFFF) | 0x3F000000).to(tl.float32, bitcast=True)  # [1/2, 1)
+            small = m < 0.70710677
+            return tl.where(small, m + m, m) - 1.0, tl.where(small, e - 1, e).to(tl.float32)
+
+        @triton.jit
+        def _log1m_reduce(v):
+            """The same reduction of 1 - v, v in (0, 1/2], exact from v (1 - v itself is not a float32)."""
+            near_one = v <= 0.29289323
+            return tl.where(near_one, -v, 1.0 - (v + v)), tl.where(near_one, 0.0, -1.0)
+
+        @triton.jit
+        def _log(x):
+            """Natural log of positive normal float32."""
+            f, fe = _log_reduce(x)
+            return _log_reduced(f, fe)
+
+        @triton.jit
         def _log1m(v):
-            """log1p(-v) for v in (0, 1/2]: log(1 - v) corrected for the rounding of 1 - v."""
-            u = 1.0 - v
-            d = u - 1.0  # exact
-            safe = tl.where(d == 0.0, -1.0, d)
-            return tl.where(d == 0.0, -v, _log(u) * tl.div_rn(-v, safe))
+            """log(1 - v) for v in (0, 1/2]."""
+            f, fe = _log1m_reduce(v)
+            return _log_reduced(f, fe)
 
         @triton.jit
         def _sincos(a):
-            """sin(a), cos(a) for float32 a in [0, 4] (Cephes sinf/cosf, reduction by pi/2)."""
-            q = tl.floor(a * 0.63661975 + 0.5)
+            """sin(a), cos(a) for float32 a in [0, 4] (Cephes sinf/cosf, one reduction by pi/2)."""
+            qi = (a * 0.63661975 + 0.5).to(tl.int32)  # truncation = floor for a >= 0
+            q = qi.to(tl.float32)
             r = ((a - q * 1.5703125) - q * 4.837512969970703125e-4) - q * 7.54978995489188216e-8
             z = r * r
             s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r
             c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z \
                 - 0.5 * z + 1.0
-            qi = q.to(tl.int32)
-            sin = tl.where(qi == 0, s, tl.where(qi == 1, c, tl.where(qi == 2, -s, -c)))
-            cos = tl.where(qi == 0, c, tl.where(qi == 1, -s, tl.where(qi == 2, -c, s)))
-            return sin, cos
+            swap = (qi & 1) != 0  # quadrant qi: sin = (s, c, -s, -c)[qi], cos = (c, -s, -c, s)[qi]
+            sb = tl.where(swap, c, s)
+            cb = tl.where(swap, s, c)
+            return tl.where((qi & 2) != 0, -sb, sb), tl.where(((qi + 1) & 2) != 0, -cb, cb)
 
         @triton.jit
         def _uniform(o):
@@ -178,7 +210,9 @@ if triton is not None:
         def _box_muller(oa, ob):
             va, ua = _uniform(oa)
             vb, ub = _uniform(ob)
-            log_u = tl.where(ua, _log1m(va), _log(va))
+            f, fe = _log_reduce(va)  # log u_a: one polynomial on the reduction of v_a or of 1 - v_a
+            f1, fe1 = _log1m_reduce(va)
+            log_u = _log_reduced(tl.where(ua, f1, f), tl.where(ua, fe1, fe))
             radius = tl.sqrt_rn(-2.0 * log_u)
             sin, cos = _sincos(6.283185307179586 * vb)
             return radius * cos, tl.where(ub, -(radius * sin), radius * sin)
@@ -186,18 +220,21 @@ if triton is not None:
         @triton.jit
         def _symmetric(o, KERNEL: tl.constexpr):
             """A built-in kernel's sample: +-magnitude(v) (kernels.py)."""
-            v, upper = _uniform(o)
-            if KERNEL == 1:  # poisson (Cauchy): cos(pi v) / sin(pi v)
-                sin, cos = _sincos(3.141592653589793 * v)
-                g = tl.div_rn(cos, sin)
-            elif KERNEL == 2:  # hyperbolic secant: -(2/pi) log(tan((pi/2) v))
-                sin, cos = _sincos(1.5707963267948966 * v)
-                g = -0.6366197723675814 * _log(tl.div_rn(sin, cos))
-            elif KERNEL == 3:  # logistic: log1p(-v) - log(v)
-                g = _log1m(v) - _log(v)
-            else:  # rectangular: 1 - 2 v
-                g = 1.0 - 2.0 * v
-            return tl.where(upper, g, -g)
+            if KERNEL == 4:  # rectangular: 2u - 1 = (2k + 1 - 2^24) 2^-24 = +-(1 - 2v), exact (noise.h)
+                n = (((o >> 8) << 1) | 1).to(tl.int32, bitcast=True) - 16777216
+                z = n.to(tl.float32) * 5.9604644775390625e-08
+            else:
+                v, upper = _uniform(o)
+                if KERNEL == 1:  # poisson (Cauchy): cos(pi v) / sin(pi v)
+                    sin, cos = _sincos(3.141592653589793 * v)
+                    g = tl.div_rn(cos, sin)
+                elif KERNEL == 2:  # hyperbolic secant: -(2/pi) log(tan((pi/2) v))
+                    sin, cos = _sincos(1.5707963267948966 * v)
+                    g = -0.6366197723675814 * _log(tl.div_rn(sin, cos))
+                else:  # logistic: log1p(-v) - log(v)
+                    g = _log1m(v) - _log(v)
+                z = tl.where(upper, g, -g)
+            return z
 
         @triton.jit
         def _no_inverse_cdf(u):
@@ -205,16 +242,16 @@ if triton is not None:
 
         @triton.jit
         def _philox_words(key_lo, key_hi, group, sample, example, stream, G: tl.constexpr):
-            """Philox4x32-10 with key (key_lo, key_hi) and counters (group, sample, example, stream)."""
+            """Philox4x32-10 with key (key_lo, key_hi) and counters (group, sample, example, stream), G lanes."""
             seed = (tl.to_tensor(key_hi).to(tl.uint64) << 32) | tl.to_tensor(key_lo).to(tl.uint64)
             zero = tl.zeros([G], dtype=tl.uint32)
-            return tl.philox(seed, group.to(tl.uint32), zero + tl.to_tensor(sample).to(tl.uint32),
+            return tl.philox(seed, zero + group.to(tl.uint32), zero + tl.to_tensor(sample).to(tl.uint32),
                              zero + tl.to_tensor(example).to(tl.uint32), zero + tl.to_tensor(stream).to(tl.uint32))
 
         @triton.jit
         def _noise_block(key_lo, key_hi, group, sample, example, stream, KERNEL: tl.constexpr,
                          INV_CDF: tl.constexpr, G: tl.constexpr):
-            """The stream's samples for the G groups ``group`` (4 G elements, in element order)."""
+            """The stream's samples for the G groups ``group`` of examples ``example``: [G, 4], element order."""
             o0, o1, o2, o3 = _philox_words(key_lo, key_hi, group, sample, example, stream, G)
             if KERNEL == 0:
                 z0, z1 = _box_muller(o0, o1)
@@ -229,28 +266,33 @@ if triton is not None:
                 z1 = _symmetric(o1, KERNEL)
                 z2 = _symmetric(o2, KERNEL)
                 z3 = _symmetric(o3, KERNEL)
-            return tl.reshape(tl.join(tl.join(z0, z2), tl.join(z1, z3)), [4 * G])
+            return tl.reshape(tl.join(tl.join(z0, z2), tl.join(z1, z3)), [G, 4])
 
-        @triton.jit(do_not_specialize=["key_lo", "key_hi", "stream", "sample_start", "example_offset", "scale"])
+        @triton.jit(do_not_specialize=["key_lo", "key_hi", "stream", "sample_start", "example_offset", "scale", "S"])
         def _perturb_kernel(x_ptr, out_ptr, lo_ptr, hi_ptr, key_lo, key_hi, stream, sample_start, example_offset,
-                            scale, B, D, KERNEL: tl.constexpr, INV_CDF: tl.constexpr, SIGMA_MODE: tl.constexpr,
+                            scale, S, B, D, KERNEL: tl.constexpr, INV_CDF: tl.constexpr, SIGMA_MODE: tl.constexpr,
                             CLIP: tl.constexpr, BOUNDS_PER_ELEMENT: tl.constexpr, MULTIPLY: tl.constexpr,
-                            BLOCK: tl.constexpr):
-            """out[s, b, j] = x[b, j] + sigma_j z (or x (1 + scale z) with MULTIPLY); one program = BLOCK of a row."""
-            G: tl.constexpr = BLOCK // 4
-            pid = tl.program_id(0)
-            blocks = tl.cdiv(D, BLOCK)
-            row = pid // blocks
-            block = pid - row * blocks
-            s = row // B
-            b = row - s * B
-            group = block * G + tl.arange(0, G)
-            j = block * BLOCK + tl.arange(0, BLOCK)
-            mask = j < D
-            x = tl.load(x_ptr + b.to(tl.int64) * D + j, mask=mask, other=0.0).to(tl.float32)
-            z = _noise_block(key_lo, key_hi, group, sample_start + s, example_offset + b, stream, KERNEL, INV_CDF, G)
+                            INDEX64: tl.constexpr, GROUPS: tl.constexpr):
+            """out[s, b, j] = x[b, j] + sigma_j z (or x (1 + scale z) with MULTIPLY) for every sample s.
+
+            One program = GROUPS consecutive (example, group of four) pairs of the flattened [B, ceil(D / 4)]
+            grid, so a short row does not idle lanes; x (and sigma, lo, hi) are read once into registers and
+            the S samples loop inside, each writing its [GROUPS, 4] tile. Offsets are int64 (INDEX64: the
+            pair index too, when B ceil(D / 4) >= 2**31).
+            """
+            per_row = (D + 3) // 4
+            if INDEX64:
+                pair = tl.program_id(0).to(tl.int64) * GROUPS + tl.arange(0, GROUPS)
+            else:
+                pair = tl.program_id(0) * GROUPS + tl.arange(0, GROUPS)
+            b = pair // per_row
+            group = pair - b * per_row
+            j = (4 * group)[:, None] + tl.arange(0, 4)[None, :]  # [GROUPS, 4] element of the row
+            mask = (b < B)[:, None] & (j < D)
+            offset = b.to(tl.int64)[:, None] * D + j
+            x = tl.load(x_ptr + offset, mask=mask, other=0.0).to(tl.float32)
             if MULTIPLY:
-                y = x * (1.0 + scale * z)
+                sigma = scale
             else:
                 if SIGMA_MODE != 0 or CLIP:
                     if BOUNDS_PER_ELEMENT:
@@ -260,55 +302,57 @@ if triton is not None:
                         lo = tl.load(lo_ptr)
                         hi = tl.load(hi_ptr)
                 if SIGMA_MODE == 0:
-                    y = x + scale * z
+                    sigma = scale
                 elif SIGMA_MODE == 1:
-                    y = x + ((hi - lo) * scale) * z
+                    sigma = (hi - lo) * scale
                 else:
-                    y = x + (tl.minimum(x - lo, hi - x) * scale) * z
-                if CLIP:
-                    y = tl.minimum(tl.maximum(y, lo), hi)
-            tl.store(out_ptr + row.to(tl.int64) * D + j, y.to(out_ptr.dtype.element_ty), mask=mask)
+                    sigma = tl.minimum(x - lo, hi - x) * scale
+            out = out_ptr + offset
+            step = B.to(tl.int64) * D  # one sample's rows
+            for s in range(S):
+                z = _noise_block(key_lo, key_hi, group, sample_start + s, example_offset + b, stream, KERNEL,
+                                 INV_CDF, GROUPS)
+                if MULTIPLY:
+                    y = x * (1.0 + sigma * z)
+                else:
+                    y = x + sigma * z
+                    if CLIP:
+                        y = tl.minimum(tl.maximum(y, lo), hi)
+                tl.store(out, y.to(out_ptr.dtype.element_ty), mask=mask)
+                out += step
 
-        @triton.jit
+        @triton.jit(do_not_specialize=["S"])
         def _accumulate_kernel(mean_ptr, m2_ptr, grads_ptr, weights_ptr, ratios_ptr, S, M, BLOCK: tl.constexpr):
-            """Weighted Welford/West update of one BLOCK of the running statistics over the S samples."""
-            offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+            """Weighted Welford/West update of one BLOCK of the running statistics over the S samples.
+
+            Every sample is merged without a branch: a zero weight has ratio 0 and leaves (mean, m2) as
+            they are. Offsets are int64, the gradient pointer advances by M per sample.
+            """
+            offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
             mask = offs < M
             mean = tl.load(mean_ptr + offs, mask=mask, other=0.0)
             m2 = tl.load(m2_ptr + offs, mask=mask, other=0.0)
             grads = grads_ptr + offs
             for s in range(S):
                 w = tl.load(weights_ptr + s)
-                if w > 0.0:
-                    ratio = tl.load(ratios_ptr + s)  # w / (weight merged so far, this sample included)
-                    g = tl.load(grads, mask=mask, other=0.0).to(tl.float32)
-                    delta = g - mean
-                    mean = mean + ratio * delta
-                    m2 = m2 + w * delta * (g - mean)
-                grads += M  # pointer arithmetic: no 32-bit overflow of s * M
+                ratio = tl.load(ratios_ptr + s)  # w / (weight merged so far, this sample included)
+                g = tl.load(grads, mask=mask, other=0.0).to(tl.float32)
+                delta = g - mean
+                mean = mean + ratio * delta
+                m2 = m2 + w * delta * (g - mean)
+                grads += M
             tl.store(mean_ptr + offs, mean, mask=mask)
             tl.store(m2_ptr + offs, m2, mask=mask)
 
         _perturb_kernel_jit = _perturb_kernel
         _accumulate_kernel_jit = _accumulate_kernel
 
-        if not _interpreting():  # on the GPU: autotune the block size (the interpreter runs one fixed config)
-            def _prune_perturb(configs, named_args, **kwargs):
-                width = max(int(named_args["D"]), 1)
-                kept = [c for c in configs if c.kwargs["BLOCK"] <= max(256, triton.next_power_of_2(width))]
-                return kept or configs[:1]
-
+        if not _interpreting():  # on the GPU: autotune unless FASTMOLLIFY_TRITON_CONFIGS=pinned
             _perturb_kernel = triton.autotune(
-                configs=[triton.Config({"BLOCK": 256}, num_warps=2), triton.Config({"BLOCK": 512}, num_warps=4),
-                         triton.Config({"BLOCK": 1024}, num_warps=4), triton.Config({"BLOCK": 1024}, num_warps=8),
-                         triton.Config({"BLOCK": 2048}, num_warps=8), triton.Config({"BLOCK": 4096}, num_warps=8)],
-                key=["D", "KERNEL", "SIGMA_MODE", "CLIP", "MULTIPLY"],
-                prune_configs_by={"early_config_prune": _prune_perturb},
+                configs=_configs(PERTURB_CONFIGS), key=["D", "KERNEL", "SIGMA_MODE", "CLIP", "MULTIPLY"],
             )(_perturb_kernel)
             _accumulate_kernel = triton.autotune(
-                configs=[triton.Config({"BLOCK": 512}, num_warps=4), triton.Config({"BLOCK": 1024}, num_warps=4),
-                         triton.Config({"BLOCK": 2048}, num_warps=8)],
-                key=["M"],
+                configs=_configs(ACCUMULATE_CONFIGS), key=["M"],
                 restore_value=["mean_ptr", "m2_ptr"],  # benchmarking must not merge a chunk twice
             )(_accumulate_kernel)
     except Exception as _error:  # a triton whose API differs: decline rather than break the import
@@ -319,15 +363,12 @@ if triton is not None:
 if triton is None:
     _perturb_kernel_jit = _accumulate_kernel_jit = None
 
-
-def _interpreter_block(width: int) -> int:
-    """One fixed block under the interpreter: large blocks amortise its per-program cost."""
-    return min(4096, max(16, triton.next_power_of_2(max(width, 1))))
+_INDEX32 = 2**31 - 1
 
 
 def _launch_perturb(x, out, lo, hi, seed_lo, seed_hi, stream, sample_start, example_offset, kernel_id, scale,
                     sigma_mode, clip, multiply):
-    """x: [B, D] contiguous, out: [R, D] contiguous with R = S B (rows in (s, b) order)."""
+    """x: [B, D] contiguous, out: [S B, D] contiguous (rows in (s, b) order)."""
     batch, width = x.shape
     rows = out.numel() // width if width else 0
     if rows == 0 or width == 0:
@@ -341,15 +382,18 @@ def _launch_perturb(x, out, lo, hi, seed_lo, seed_hi, stream, sample_start, exam
     if not bounds:
         lo = hi = x
     per_element = bounds and lo.numel() != 1
-    args = (x, out, lo, hi, seed_lo, seed_hi, stream, sample_start, example_offset, float(scale), batch, width)
+    pairs = batch * ((width + 3) // 4)
+    args = (x, out, lo, hi, seed_lo, seed_hi, stream, sample_start, example_offset, float(scale), rows // batch,
+            batch, width)
     constants = dict(KERNEL=kernel_const, INV_CDF=inverse_cdf, SIGMA_MODE=sigma_mode, CLIP=bool(clip),
-                     BOUNDS_PER_ELEMENT=per_element, MULTIPLY=bool(multiply))
+                     BOUNDS_PER_ELEMENT=per_element, MULTIPLY=bool(multiply), INDEX64=pairs > _INDEX32)
     if _interpreting():
-        block = _interpreter_block(width)
-        _perturb_kernel[(rows * triton.cdiv(width, block),)](*args, **constants, BLOCK=block)
+        groups = _interpreter_groups(pairs)
+        _perturb_kernel[(triton.cdiv(pairs, groups),)](*args, **constants, GROUPS=groups)
     else:
         with torch.cuda.device(x.device):
-            _perturb_kernel[lambda meta: (rows * triton.cdiv(width, meta["BLOCK"]),)](*args, **constants)
+            _perturb_kernel[lambda meta: (triton.cdiv(pairs, meta["GROUPS"]),)](*args, **constants,
+                                                                                 **_COMPILE_OPTIONS)
 
 
 def _launch_accumulate(mean, m2, grads, weights, ratios):
@@ -358,12 +402,45 @@ def _launch_accumulate(mean, m2, grads, weights, ratios):
     if size == 0 or samples == 0:
         return
     if _interpreting():
-        block = _interpreter_block(size)
+        block = 4 * _interpreter_groups(size)
         _accumulate_kernel[(triton.cdiv(size, block),)](mean, m2, grads, weights, ratios, samples, size, BLOCK=block)
     else:
         with torch.cuda.device(mean.device):
             _accumulate_kernel[lambda meta: (triton.cdiv(size, meta["BLOCK"]),)](
-                mean, m2, grads, weights, ratios, samples, size)
+                mean, m2, grads, weights, ratios, samples, size, **_COMPILE_OPTIONS)
+
+
+def _interpreter_groups(count: int) -> int:
+    """One fixed tile under the interpreter: large tiles amortise its per-program cost."""
+    return min(1024, max(4, triton.next_power_of_2(max(count, 1))))
+
+
+def isa_specs():
+    """The kernels benchmarks/isa_report.py compiles for sm_90: each op, built-in kernel and dtype in the
+    first (pinned) configuration, with the row length and pointers 16-divisible as torch's are."""
+    specs = []
+    for dtype, short in (("float32", "fp32"), ("float16", "fp16"), ("bfloat16", "bf16")):
+        config = PERTURB_CONFIGS[0]
+        for name, kernel_id in _BUILTIN_IDS.items():
+            for op, multiply in (("perturb", False), ("perturb_weights", True)):
+                if multiply and name != "gaussian":
+                    continue
+                signature = {"x_ptr": "*" + short, "out_ptr": "*" + short, "lo_ptr": "*fp32", "hi_ptr": "*fp32",
+                             "key_lo": "i32", "key_hi": "i32", "stream": "i32", "sample_start": "i32",
+                             "example_offset": "i32", "scale": "fp32", "S": "i32", "B": "i32", "D": "i32"}
+                constants = dict(KERNEL=kernel_id, INV_CDF=_no_inverse_cdf, SIGMA_MODE=FIXED, CLIP=False,
+                                 BOUNDS_PER_ELEMENT=False, MULTIPLY=multiply, INDEX64=False, **config["kwargs"])
+                specs.append(dict(key=f"{op}/{name}/{dtype}", op=op, dtype=dtype, fn=_perturb_kernel_jit,
+                                  signature=signature, constants=constants, aligned=["x_ptr", "out_ptr", "D"],
+                                  options=dict(num_warps=config["num_warps"], **_COMPILE_OPTIONS)))
+        config = ACCUMULATE_CONFIGS[0]
+        signature = {"mean_ptr": "*fp32", "m2_ptr": "*fp32", "grads_ptr": "*" + short, "weights_ptr": "*fp32",
+                     "ratios_ptr": "*fp32", "S": "i32", "M": "i32"}
+        specs.append(dict(key=f"accumulate/{dtype}", op="accumulate", dtype=dtype, fn=_accumulate_kernel_jit,
+                          signature=signature, constants=dict(config["kwargs"]),
+                          aligned=["mean_ptr", "m2_ptr", "grads_ptr", "M"],
+                          options=dict(num_warps=config["num_warps"], **_COMPILE_OPTIONS)))
+    return specs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -495,3 +572,10 @@ def perturb_weights(clean, out, *, seed, draw, index, sigma):
         raise ValueError("out must have clean's shape and dtype")
     seed_lo, seed_hi = _split_seed(seed)
     torch.ops.fastmollify_triton.perturb_weights(clean, out, seed_lo, seed_hi, int(draw), int(index), float(sigma))
+
+
+def perturb_weights_many(cleans, outs, *, seed, draw, indices, sigma):
+    """One perturb_weights launch per tensor (the Triton backend has no multi-tensor kernel)."""
+    for clean, out, index in zip(cleans, outs, indices, strict=True):
+        perturb_weights(clean, out, seed=seed, draw=draw, index=index, sigma=sigma)
+
