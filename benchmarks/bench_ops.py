@@ -1,9 +1,11 @@
-"""Op bandwidth: each backend's perturb / accumulate / perturb_weights against a plain copy.
+"""Op bandwidth: each backend's perturb / accumulate / perturb_weights(_many) against a plain copy.
 
 Throughput is counted in GB/s of the traffic no implementation can avoid:
 * perturb: read x ``[B, D]`` once + write out ``[S, B, D]``;
 * accumulate: read grads ``[S, B, D]`` + read and write the float32 mean and m2 ``[B, D]``;
-* perturb_weights: read the clean weights + write the perturbed ones (``B * D`` elements).
+* perturb_weights: read the clean weights + write the perturbed ones (``B * D`` elements);
+* perturb_weights_many: the same ``B * D`` elements split into 161 tensors of ResNet50-like, growing
+  sizes (not all multiples of 4), perturbed by one call (one launch on the CUDA backend).
 The yardstick is the machine's copy bandwidth: ``torch`` ``copy_`` moving the same number of
 bytes (half read, half written), timed the same way. ``fraction_of_copy`` = op GB/s / copy GB/s.
 
@@ -45,7 +47,8 @@ SIZES = {  # name: (B, D, S)
     "imagenet": (64, 3 * 224 * 224, 8),
 }
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
-OPS = ("perturb", "accumulate", "perturb_weights")
+OPS = ("perturb", "accumulate", "perturb_weights", "perturb_weights_many")
+WEIGHT_TENSORS = 161  # ResNet50's parameter count
 
 
 def _sync(device):
@@ -88,7 +91,7 @@ def traffic_bytes(op: str, B: int, D: int, S: int, dtype: torch.dtype) -> int:
         return B * D * size + S * B * D * size
     if op == "accumulate":
         return S * B * D * size + 2 * 2 * B * D * 4
-    return 2 * B * D * size  # perturb_weights
+    return 2 * B * D * size  # perturb_weights, perturb_weights_many
 
 
 def copy_bandwidth(nbytes: int, device, warmup: int, repeats: int, min_s: float) -> float:
@@ -114,7 +117,19 @@ def make_call(backend, op: str, B: int, D: int, S: int, dtype, device, kernel: s
         return lambda: backend.accumulate(mean, m2, grads, None, 8.0)
     clean = torch.randn(B * D, dtype=dtype, device=device)
     out = torch.empty_like(clean)
-    return lambda: backend.perturb_weights(clean, out, seed=2**40 + 3, draw=1, index=7, sigma=0.05)
+    if op == "perturb_weights":
+        return lambda: backend.perturb_weights(clean, out, seed=2**40 + 3, draw=1, index=7, sigma=0.05)
+    cleans, outs = weight_tensors(clean), weight_tensors(out)
+    return lambda: backend.perturb_weights_many(cleans, outs, seed=2**40 + 3, draw=1, indices=range(len(cleans)),
+                                                sigma=0.05)
+
+
+def weight_tensors(flat: torch.Tensor) -> list:
+    """``flat`` cut into WEIGHT_TENSORS consecutive views of geometrically growing sizes (a model's parameters)."""
+    growth = [1.04**i for i in range(WEIGHT_TENSORS)]
+    sizes = [max(1, int(flat.numel() * g / sum(growth))) for g in growth]
+    sizes[-1] += flat.numel() - sum(sizes)
+    return list(flat.split(sizes))
 
 
 def device_name(device) -> str:
