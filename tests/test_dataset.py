@@ -142,7 +142,8 @@ def _folder_tensors(root: Path):
     xs, ys = [], []
     for label, d in enumerate(sorted(p for p in root.iterdir() if p.is_dir())):
         for f in sorted(d.iterdir()):
-            xs.append(torch.tensor(np.asarray(Image.open(f).convert("RGB")), dtype=torch.float32).permute(2, 0, 1) / 255)
+            pixels = np.asarray(Image.open(f).convert("RGB"))
+            xs.append(torch.tensor(pixels, dtype=torch.float32).permute(2, 0, 1) / 255)
             ys.append(label)
     return torch.stack(xs), torch.tensor(ys)
 

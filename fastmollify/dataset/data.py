@@ -143,8 +143,8 @@ class Items(torch.utils.data.Dataset):
         if _label(label) is None:
             raise DatasetRunError(f"data set item {index}: the label is {_describe(label)}, not an integer")
         if image.dim() != 3 or not (image.dtype == torch.uint8 or image.is_floating_point()):
-            raise DatasetRunError(f"data set item {index}: the image has shape {list(image.shape)} and dtype {image.dtype}; "
-                            f"expected [C, H, W] uint8 or floating")
+            raise DatasetRunError(f"data set item {index}: the image has shape {list(image.shape)} and dtype "
+                                  f"{image.dtype}; expected [C, H, W] uint8 or floating")
         image = image.float() / 255 if image.dtype == torch.uint8 else image.float()
         if self.size and tuple(image.shape[1:]) != self.size:
             from torchvision.transforms.v2.functional import resize

@@ -54,10 +54,10 @@ class RunSummary:
 
     def line(self) -> str:
         """The final totals line."""
-        if not self.computed and not self.skipped and self.already == self.examples:
-            return f"{self.store}: nothing to do, all {self.examples} examples are in the store"
         skipped = (f", {self.skipped} skipped as unreadable (fastmollify.open_store({self.store!r}).skipped says "
                    f"why)" if self.skipped else "")
+        if self.already == self.examples:
+            return f"{self.store}: nothing to do, all {self.examples} examples are in the store{skipped}"
         return (f"{self.store}: {self.computed} examples attributed in {self.seconds:.1f} s "
                 f"({self.images_per_s:.1f} images/s on {self.processes} process{'es' if self.processes > 1 else ''})"
                 f", {self.already} already in the store{skipped}; {self.examples} in all")
@@ -248,8 +248,9 @@ def _device(device, model) -> torch.device:
     return torch.device("cpu")
 
 
-def attribute_dataset(model, dataset, store, method: str = "smoothgrad", *, batch_size: int = 32, workers: int = 0, target="predicted", size=None, mean=None, std=None,
-                      channels: int = 3, map_dtype: str = "float32", channels_reduce: str = "none",
+def attribute_dataset(model, dataset, store, method: str = "smoothgrad", *, batch_size: int = 32, workers: int = 0,
+                      target="predicted", size=None, mean=None, std=None, channels: int = 3,
+                      map_dtype: str = "float32", channels_reduce: str = "none",
                       limit: Optional[int] = None, block: Optional[int] = None, device=None, strict: bool = False,
                       overwrite: bool = False, progress=None, model_spec: Optional[str] = None,
                       **method_options) -> RunSummary:
@@ -311,6 +312,12 @@ def _run(group, model, dataset, path, method, options, batch_size, workers, targ
         "target": target, "map_dtype": map_dtype, "channels_reduce": channels_reduce,
         "map_shape": list(map_shape), "block": layout.block, "backend": backend, "device_type": device.type,
     }
+    ours = {k: v for k, v in config.items() if k != "created"}
+    differ = stores.differences(group.broadcast(ours), ours)
+    if group.sum([len(differ)])[0]:  # every rank stops, each naming what it sees
+        raise DatasetRunError(f"the ranks do not run the same thing ({'; '.join(differ) or 'another rank differs'}): "
+                              f"a model factory must give the same weights on every rank (load a checkpoint or "
+                              f"seed it) and every rank must see the same data")
     outcome = None
     if group.rank == 0:
         try:
