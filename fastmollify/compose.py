@@ -55,14 +55,16 @@ def _finish(mean, var_of_mean, n, reduce, dtype, stats_like: Stats):
     return stats
 
 
-def _check_reduce(reduce):
+def _check(reduce, inner_options, what: str):
     checks.choice("reduce", reduce, ("mean", "stats"))
+    if inner_options.get("layer") is not None:
+        raise ValueError(f"{what} multiplies the gradient by the inputs: it needs input gradients, not layer=")
 
 
 def gradient_x_input(model, inputs, target=None, *, inner="smoothgrad", reduce: str = "mean", **inner_options):
     """``x * G(x)``, G the inner (smoothed) gradient. Its standard error is ``|x| * stderr(G)``."""
     x = _tensor(inputs, "gradient_x_input")
-    _check_reduce(reduce)
+    _check(reduce, inner_options, "gradient_x_input")
     g = _stats(_inner(inner)(model, x, target, reduce="stats", **inner_options))
     xf = x.detach().float()
     return _finish(xf * g.mean, xf**2 * g.stderr**2, g.n, reduce, x.dtype, g)
@@ -107,7 +109,7 @@ def integrated_gradients(model, inputs, target=None, *, inner="smoothgrad", step
     ``tol`` is refused: examples of the inner call are path points, which must not stop apart.
     """
     x = _tensor(inputs, "integrated_gradients")
-    _check_reduce(reduce)
+    _check(reduce, inner_options, "integrated_gradients")
     steps = checks.positive_int("steps", steps)
     x0 = _baseline(baseline, x)
     b = x.shape[0]

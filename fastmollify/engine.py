@@ -27,7 +27,7 @@ from .objective import NOT_DIFFERENTIABLE, Objective
 from .ops import FIXED, dispatch
 from .stats import Stats
 
-__all__ = ["InputNoise", "Plan", "Objective", "run", "floor", "composed_units", "MIN_UNITS"]
+__all__ = ["InputNoise", "Plan", "Objective", "run", "floor", "composed_units", "MIN_UNITS", "TOL_CHECK"]
 
 
 @dataclass
@@ -64,6 +64,7 @@ class Plan:
 
 
 MIN_UNITS = 10  # tol: independent units (samples, pairs or weight draws) an example gets before its first check
+TOL_CHECK = 16  # tol without chunk_size: input samples between checks (the measured chunk is capped at this)
 
 _COMPOSE: ContextVar[Optional[Callable]] = ContextVar("fastmollify_compose", default=None)
 
@@ -282,6 +283,7 @@ class _Run:
         out = []
         for k, (total, shape, backend) in enumerate(zip(self.total, self.shapes, self.backends)):
             stats = total.stats(shape, backend.name, self.plan.seed, per_example)
+            stats.dtype = self.flat[k].dtype
             if self.units is not None:
                 stats.units = self.units[k].stats(shape, backend.name, self.plan.seed, per_example)
             out.append(stats)
@@ -295,8 +297,10 @@ def run(objective: Objective, inputs: Sequence[torch.Tensor], plan: Plan, model=
     """Run the sample loop of ``plan`` and return one ``Stats`` per input."""
     model = objective.model if model is None else model
     state = _Run(objective, inputs, plan)
+    checks_input = plan.tol is not None and not plan.weight_draws
     policy = ChunkPolicy(plan.n, plan.chunk_size, state.flat[0].device,
-                         sum(x.numel() * x.element_size() for x in state.flat), multiple=2 if plan.antithetic else 1)
+                         sum(x.numel() * x.element_size() for x in state.flat), multiple=2 if plan.antithetic else 1,
+                         cap=TOL_CHECK if checks_input and plan.chunk_size is None else None)
     weight_indices = list(plan.weight_params) if plan.weight_draws else []
     bar = tqdm(total=max(plan.weight_draws, 1) * (plan.n + plan.include_clean) * state.batch,
                disable=None if plan.progress is None else not plan.progress, delay=2.0, unit="gradient",
@@ -310,7 +314,9 @@ def run(objective: Objective, inputs: Sequence[torch.Tensor], plan: Plan, model=
                     state.accumulate(state.gradients(1, 0, clean=True), 1)
                     bar.update(state.batch)
                 if plan.noises is not None:
-                    _sample_loop(state, policy, 0, bar, check=plan.tol is not None)
+                    # tol: checks every chunk_size (default TOL_CHECK) samples, whatever chunk memory allows
+                    every = (TOL_CHECK if plan.chunk_size is None else policy.chunk) if checks_input else None
+                    _sample_loop(state, policy, 0, bar, check_every=every)
     finally:
         bar.close()
     return state.stats()
@@ -336,19 +342,22 @@ def _weight_loop(state: _Run, policy: ChunkPolicy, noisy_weights, bar) -> None:
             bar.update(state.active)
         if plan.noises is not None:
             per_draw = plan.n // 2 if plan.antithetic else plan.n
-            _sample_loop(state, policy, draw * per_draw, bar, check=False)
+            _sample_loop(state, policy, draw * per_draw, bar, check_every=None)
         pair_first = state.end_draw(pair_first)
         if plan.tol is not None and pair_first is None and not state.drop_converged():
             return
 
 
-def _sample_loop(state: _Run, policy: ChunkPolicy, noise_start: int, bar, check: bool) -> None:
+def _sample_loop(state: _Run, policy: ChunkPolicy, noise_start: int, bar, check_every: Optional[int]) -> None:
     """The n input samples (of one weight draw), chunk by chunk; an out-of-memory chunk is retried
-    smaller. ``check``: after each chunk, stop sampling the rows that reached tol."""
+    smaller. ``check_every``: at every multiple of it, stop sampling the rows that reached tol (chunks
+    never cross a multiple, so where an example stops does not depend on the chunk memory allowed)."""
     n, done = state.plan.n, 0
     pairs = state.plan.antithetic
     while done < n:
         samples = min(policy.chunk, n - done)
+        if check_every:
+            samples = min(samples, check_every - done % check_every)
         try:
             if not state.buffers or state.buffers[0].shape[0] < samples:
                 state.allocate(policy.chunk)
@@ -363,7 +372,7 @@ def _sample_loop(state: _Run, policy: ChunkPolicy, noise_start: int, bar, check:
         del grads
         done += samples
         bar.update(samples * state.active)
-        if check and not state.drop_converged():
+        if check_every and done % check_every == 0 and done < n and not state.drop_converged():
             return
 
 

@@ -49,9 +49,8 @@ class Explainer:
         stats = _METHODS[self.method](self.model, inputs, target,
                                       additional_forward_args=additional_forward_args, **merged)
         self.last_stats = stats
-        is_tuple = isinstance(inputs, (tuple, list))
+        is_tuple = isinstance(stats, tuple)
         if reduce == "stats":
             return stats
-        maps = tuple(s.reduce(reduce, x.dtype) for s, x in zip(stats if is_tuple else (stats,),
-                                                                 inputs if is_tuple else (inputs,)))
+        maps = tuple(s.reduce(reduce) for s in (stats if is_tuple else (stats,)))
         return maps if is_tuple else maps[0]

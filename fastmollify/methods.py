@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from . import checks, engine, kernels
+from . import checks, engine, kernels, layers
 from .ops import ADAPTIVE, FIXED, RANGE
 from .stats import REDUCTIONS
 
@@ -37,7 +37,7 @@ METHODS = ("smoothgrad", "mollify", "adaptgrad", "clipgrad", "noisegrad", "fusio
 __all__ = [*METHODS, "check_options", "COMMON_OPTIONS"]
 
 COMMON_OPTIONS = ("seed", "chunk_size", "reduce", "backend", "output", "additional_forward_args",
-                  "example_offset", "abs", "progress", "tol", "antithetic")
+                  "example_offset", "abs", "progress", "tol", "antithetic", "layer", "layer_output")
 CAPTUM_NAMES = ("nt_type", "nt_samples", "stdevs", "nt_samples_batch_size")  # what fm.Explainer translates
 
 
@@ -174,11 +174,24 @@ def _explain(method, model, inputs, target, noise_for, options, *, n=1, include_
 
 def _run(model, inputs, target, noise_for, *, n, include_clean, weight_draws, weight_sigma, params, seed=0,
          chunk_size=None, reduce="mean", backend="auto", output="logit", additional_forward_args=None,
-         example_offset=0, abs=False, progress=None, tol=None, antithetic=False):
+         example_offset=0, abs=False, progress=None, tol=None, antithetic=False, layer=None, layer_output=None):
     if torch.is_inference_mode_enabled():
         raise ValueError("fastmollify needs autograd: call it outside torch.inference_mode()")
     checks.model(model)
-    tensors, is_tuple = checks.inputs_tuple(inputs, model)
+    extra = additional_forward_args
+    extra = () if extra is None else tuple(extra) if isinstance(extra, (tuple, list)) else (extra,)
+    if layer is None:
+        if layer_output is not None:
+            raise ValueError("layer_output picks an item of a layer's tuple output: it needs layer=")
+        tensors, is_tuple = checks.inputs_tuple(inputs, model)
+        names = [f"inputs[{k}]" if is_tuple else "inputs" for k in range(len(tensors))]
+        objective = engine.Objective
+    else:
+        if weight_draws:
+            raise ValueError("layer= with weight noise is refused: the layer's clean output changes with every "
+                             "weight draw, so its noise would not be centred on it; use an input-noise method")
+        tensors, objective, name = layers.site(model, inputs, extra, layer, layer_output)
+        is_tuple, names = False, [f"the output of layer {name!r}"]
     batch = tensors[0].shape[0]
     checks.choice("reduce", reduce, REDUCTIONS)
     checks.choice("output", output, ("logit", "softmax"))
@@ -206,14 +219,11 @@ def _run(model, inputs, target, noise_for, *, n, include_clean, weight_draws, we
         progress=checks.boolean("progress", progress, allow_none=True), tol=tol, antithetic=antithetic)
     checks.stream_index("the sample index", 0, n * max(weight_draws, 1), " (n * m samples)")
     target = checks.target(target, batch, tensors[0].device)
-    names = [f"inputs[{k}]" if is_tuple else "inputs" for k in range(len(tensors))]
     plan.noises = None if noise_for is None else [noise_for(x, k, names[k]) for k, x in enumerate(tensors)]
-    extra = additional_forward_args
-    extra = () if extra is None else tuple(extra) if isinstance(extra, (tuple, list)) else (extra,)
-    stats = engine.run(engine.Objective(model, target, output, extra, batch), tensors, plan)
+    stats = engine.run(objective(model, target, output, extra, batch), tensors, plan, model=model)
     if reduce == "stats":
         return tuple(stats) if is_tuple else stats[0]
-    maps = tuple(s.reduce(reduce, x.dtype) for s, x in zip(stats, tensors))
+    maps = tuple(s.reduce(reduce) for s in stats)
     return maps if is_tuple else maps[0]
 
 

@@ -56,8 +56,11 @@ def _repeat(arg, repeats: int, batch: int):
 
 
 def select_scores(out, target, output: str, batch: int, repeats: int = 1, check_range: bool = True) -> torch.Tensor:
-    """The explained score per row of a model output ``[repeats * batch, K]`` or ``[repeats * batch]``."""
+    """The explained score per row of a model output ``[repeats * batch, K]`` or ``[repeats * batch]``
+    (or an object with such ``logits``, as Hugging Face models return)."""
     rows = repeats * batch
+    if not torch.is_tensor(out) and torch.is_tensor(getattr(out, "logits", None)):
+        out = out.logits  # a Hugging Face model output
     if not torch.is_tensor(out):
         raise TypeError(f"the model must return a tensor of shape [B, K] or [B], got {type(out).__name__}")
     if out.dim() == 0 or out.shape[0] != rows or out.dim() > 2:

@@ -30,6 +30,7 @@ class Stats:
     seed: int = 0
     units: Optional["Stats"] = None
     composed: Optional["Stats"] = None
+    dtype: Optional[torch.dtype] = None  # of the explained tensor: maps are returned in it
 
     def counts(self) -> Union[float, torch.Tensor]:
         """``n`` broadcastable against the maps."""
@@ -63,10 +64,10 @@ class Stats:
         """SmoothGrad-squared: the mean of the squared sample gradients."""
         return self.m2 / self.counts() + self.mean**2
 
-    def reduce(self, reduce: str, dtype: torch.dtype) -> torch.Tensor:
-        """The map for ``reduce`` ('mean', 'sq' or 'var') in ``dtype``."""
+    def reduce(self, reduce: str, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """The map for ``reduce`` ('mean', 'sq' or 'var') in ``dtype`` (default: the explained tensor's)."""
         value = {"mean": lambda: self.mean, "sq": lambda: self.smoothgrad_sq, "var": lambda: self.vargrad}[reduce]
-        return value().to(dtype)
+        return value().to(dtype or self.dtype or torch.float32)
 
     def __repr__(self) -> str:
         n = f"{self.n:g}" if not torch.is_tensor(self.n) else f"{int(self.n.min())}..{int(self.n.max())}"
