@@ -325,17 +325,20 @@ def run(objective: Objective, inputs: Sequence[torch.Tensor], plan: Plan, model=
 def _weight_loop(state: _Run, policy: ChunkPolicy, noisy_weights, bar) -> None:
     """Weight draws (NoiseGrad, FusionGrad): each draw's gradients, then its mean as a unit."""
     plan = state.plan
-    backends = [dispatch.select(plan.backend, w.clean.device, w.clean.dtype) for w in noisy_weights]
+    groups: dict = {}  # one multi-tensor op call per (device, dtype)
+    for weight in noisy_weights:
+        groups.setdefault((weight.clean.device, weight.clean.dtype), []).append(weight)
+    backends = {key: dispatch.select(plan.backend, *key) for key in groups}
     pair_first = None
     for draw in range(plan.weight_draws):
-        mirror = plan.antithetic and draw % 2 == 1
-        for weight, backend in zip(noisy_weights, backends):
-            if mirror:  # w (1 - sigma z) = 2 w - w (1 + sigma z): the pair's second draw
+        if plan.antithetic and draw % 2 == 1:  # w (1 - sigma z) = 2 w - w (1 + sigma z): the pair's second draw
+            for weight in noisy_weights:
                 torch.sub(2 * weight.clean, weight.noisy, out=weight.noisy)
-            else:
-                backend.perturb_weights(weight.clean, weight.noisy, seed=plan.seed,
-                                        draw=draw // 2 if plan.antithetic else draw, index=weight.index,
-                                        sigma=plan.weight_sigma)
+        else:
+            for key, weights in groups.items():
+                backends[key].perturb_weights_many([w.clean for w in weights], [w.noisy for w in weights],
+                                                   seed=plan.seed, draw=draw // 2 if plan.antithetic else draw,
+                                                   indices=[w.index for w in weights], sigma=plan.weight_sigma)
         state.start_draw()
         if plan.include_clean or plan.noises is None:
             state.accumulate(state.gradients(1, 0, clean=True), 1)
