@@ -101,9 +101,10 @@ class _Moments:
             self.backend.accumulate(self.mean, self.m2, values.contiguous(), None, float(self.count[0]))
             self.count += values.shape[0]
             return
-        mean, m2 = self.mean[rows], self.m2[rows]
+        index = rows.to(self.mean.device)
+        mean, m2 = self.mean[index], self.m2[index]
         self.backend.accumulate(mean, m2, values.contiguous(), None, float(self.count[rows[0]]))
-        self.mean[rows], self.m2[rows] = mean, m2
+        self.mean[index], self.m2[index] = mean, m2
         self.count[rows] += values.shape[0]
 
     def stats(self, shape, name: str, seed: int, per_example: bool) -> Stats:
@@ -153,7 +154,7 @@ class _Run:
         """(first row, row count, position in the active batch) of each run of consecutive active rows."""
         if self.rows is None:
             return [(0, self.batch, 0)]
-        rows, runs, pos = self.rows.tolist(), [], 0
+        rows, runs = self.rows.tolist(), []
         for i, row in enumerate(rows):
             if i and row == rows[i - 1] + 1:
                 runs[-1][1] += 1
@@ -211,7 +212,8 @@ class _Run:
             if clean:
                 view = (x if self.rows is None else x[self.rows]).reshape(self.active, *self.shapes[k][1:])
             else:
-                out = self.buffers[k][:samples, :self.active]
+                width = x.shape[1]  # a contiguous [samples, active, D] at the buffer's start
+                out = self.buffers[k].view(-1)[:samples * self.active * width].view(samples, self.active, width)
                 if not self.plan.floor:
                     self._perturb(k, out, samples // 2 if self.plan.antithetic else samples, noise_start)
                 view = out.reshape(samples * self.active, *self.shapes[k][1:])
