@@ -69,9 +69,11 @@ class _SavedBytes:
 class ChunkPolicy:
     """The chunk of samples per forward/backward for one run (see the module docstring)."""
 
-    def __init__(self, n: int, chunk_size: int | None, device: torch.device, input_bytes: int, multiple: int = 1):
+    def __init__(self, n: int, chunk_size: int | None, device: torch.device, input_bytes: int, multiple: int = 1,
+                 cap: int | None = None):
         self.n, self.device, self.input_bytes = n, device, input_bytes  # input_bytes: one sample, all inputs
         self.multiple = multiple  # chunks hold whole groups (antithetic pairs: 2)
+        self.cap = n if cap is None else min(n, cap)  # the most a measured chunk may hold (tol: its check interval)
         self.pending = chunk_size is None and n > multiple  # the first chunk is still to be measured
         self.chunk = self._whole(min(chunk_size, n) if chunk_size is not None else multiple)
         self.bytes_per_sample: int | None = None
@@ -102,7 +104,7 @@ class ChunkPolicy:
                 yield
             peak = saved.total + 2 * self.input_bytes * samples
         self.bytes_per_sample = max(peak // samples, 1)
-        self.chunk = self._whole(min(self.n, self.budget() // self.bytes_per_sample))
+        self.chunk = self._whole(min(self.cap, self.budget() // self.bytes_per_sample))
         self.pending = False
 
     def shrink(self, error: BaseException) -> bool:

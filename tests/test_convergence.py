@@ -131,6 +131,21 @@ def test_tol_stops_each_example_and_equals_a_fixed_n_run_alone():
         torch.testing.assert_close(stats.mean[b:b + 1], alone, rtol=1e-5, atol=1e-7)
 
 
+def test_tol_with_the_default_chunk_checks_every_tol_check_samples(monkeypatch):
+    """chunk_size=None: the measured chunk would hold all n samples (no check before the end); with tol
+    it is capped and chunks never cross a multiple of TOL_CHECK, so examples stop apart, and where they
+    stop does not depend on how much memory the chunk may take."""
+    model, x = _mixed_batch()
+    stats = fm.smoothgrad(model, x, n=400, sigma=0.5, tol=0.05, seed=5, reduce="stats")
+    n = stats.n
+    assert n.min() < n.max() < 400
+    assert (n % engine.TOL_CHECK == 0).all() and (n >= engine.MIN_UNITS).all()
+    monkeypatch.setattr(fm.chunking, "CPU_BUDGET_CAP", 1)  # a one-sample chunk after the measured one
+    small = fm.smoothgrad(model, x, n=400, sigma=0.5, tol=0.05, seed=5, reduce="stats")
+    assert torch.equal(small.n, n)
+    torch.testing.assert_close(small.mean, stats.mean, rtol=1e-5, atol=1e-7)
+
+
 def test_tol_with_weight_draws_counts_draws():
     model, x = _mixed_batch()
     stats = fm.fusiongrad(model, x, m=60, n=4, sigma=0.3, tol=0.05, seed=2, reduce="stats")
