@@ -44,6 +44,9 @@ MODELS = textwrap.dedent("""
 
     def slow():
         return Slow()
+
+    def unseeded():
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
 """)
 DATASETS = textwrap.dedent("""
     import torch
@@ -181,6 +184,18 @@ def test_two_gloo_processes_equal_one(reference, space):
     assert "on 2 processes" in out.stdout and out.stdout.count("examples attributed") == 1  # rank 0 reports
     # bit for bit: both runs feed the model the same batches (one global grid of batch_size), whatever the shares
     _assert_same(fm.open_store(space / "two.zarr"), reference)
+
+
+def test_ranks_with_different_models_are_refused(space):
+    """A factory that draws random weights gives each rank another model: refused before any store is made."""
+    args = [a.replace("fm13_models:make", "fm13_models:unseeded") for a in BASE]
+    out = subprocess.run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+                          "fastmollify", *args, "--store", "unseeded.zarr"], cwd=space, capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=240)
+    assert out.returncode != 0  # torchrun reports the failed ranks (with its own traceback); each rank one line:
+    assert out.stderr.count("fastmollify: error: the ranks do not run the same thing (rank 1 against rank 0: "
+                            "model.weights_sha256: ") == 2
+    assert not (space / "unseeded.zarr").exists()
 
 
 def test_chunk_size_changes_only_rounding(reference, work):

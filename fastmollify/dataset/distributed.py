@@ -55,6 +55,14 @@ class Group:
         self._key = f"fastmollify/progress/{token}"
         return obj
 
+    def gather(self, obj) -> list:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
     def sum(self, values) -> list:
         """Element-wise sum of ``values`` (numbers) over the ranks."""
         if self.world == 1:

@@ -269,8 +269,8 @@ def attribute_dataset(model, dataset, store, method: str = "smoothgrad", *, batc
     options = dict(method_options)
     _check_arguments(method, options, target, map_dtype, channels_reduce, batch_size, workers, limit, block)
     device = _device(device, model)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # NCCL and pinned-memory copies use the current device
     group = Group.from_env(device.type == "cuda")
     try:
         return _run(group, model, dataset, str(store), method, options, batch_size, workers, target, size, mean, std,
@@ -313,11 +313,12 @@ def _run(group, model, dataset, path, method, options, batch_size, workers, targ
         "map_shape": list(map_shape), "block": layout.block, "backend": backend, "device_type": device.type,
     }
     ours = {k: v for k, v in config.items() if k != "created"}
-    differ = stores.differences(group.broadcast(ours), ours)
-    if group.sum([len(differ)])[0]:  # every rank stops, each naming what it sees
-        raise DatasetRunError(f"the ranks do not run the same thing ({'; '.join(differ) or 'another rank differs'}): "
-                              f"a model factory must give the same weights on every rank (load a checkpoint or "
-                              f"seed it) and every rank must see the same data")
+    differ = group.gather(stores.differences(group.broadcast(ours), ours))
+    odd = next((rank for rank, d in enumerate(differ) if d), None)
+    if odd is not None:  # every rank stops with the same message
+        raise DatasetRunError(f"the ranks do not run the same thing (rank {odd} against rank 0: "
+                              f"{'; '.join(differ[odd])}): a model factory must give the same weights on every rank "
+                              f"(load a checkpoint or seed it) and every rank must see the same data")
     outcome = None
     if group.rank == 0:
         try:
