@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DTYPES = ("float32", "float16", "bfloat16")
@@ -371,6 +372,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print {backend: {op/kernel/dtype: SASS per element}}")
     parser.add_argument("--details", action="store_true", help="with --json: every field, not just the count")
     parser.add_argument("--only", choices=("cuda", "triton"), help="one backend")
+    parser.add_argument("--write", type=Path, default=None, metavar="DIR",
+                        help="also write DIR/isa_sm90.json (every field, toolchain) and DIR/isa_sm90.md")
     args = parser.parse_args(argv)
     report = {}
     with tempfile.TemporaryDirectory(prefix="fastmollify_isa_") as workdir:
@@ -378,13 +381,29 @@ def main(argv=None) -> int:
             report["cuda"] = cuda_report(workdir)
         if args.only in (None, "triton"):
             report["triton"] = triton_report(workdir)
-    if args.json:
-        shown = report if args.details else {b: {k: r["per_element"] for k, r in sorted(rows.items())}
-                                             for b, rows in report.items()}
-        print(json.dumps(shown, indent=1))
-    else:
-        print(markdown(report))
+    counts = {b: {k: r["per_element"] for k, r in sorted(rows.items())} for b, rows in report.items()}
+    if args.write:
+        args.write.mkdir(parents=True, exist_ok=True)
+        (args.write / "isa_sm90.json").write_text(json.dumps(dict(counts, details=report, toolchain=toolchain()),
+                                                             indent=1) + "\n")
+        (args.write / "isa_sm90.md").write_text(f"SASS per element for sm_90 ({toolchain_line()}); "
+                                                "`python -m benchmarks.isa_report`\n\n" + markdown(report) + "\n")
+    print(json.dumps(report if args.details else counts, indent=1) if args.json else markdown(report))
     return 0
+
+
+def toolchain() -> dict:
+    import torch
+    import triton
+
+    nvcc = subprocess.run([os.path.join(cuda_home(), "bin", "nvcc"), "--version"], capture_output=True, text=True)
+    release = re.search(r"release ([\d.]+)", nvcc.stdout)
+    return {"nvcc": release.group(1) if release else None, "triton": triton.__version__, "torch": torch.__version__,
+            "target": "sm_90"}
+
+
+def toolchain_line() -> str:
+    return ", ".join(f"{k} {v}" for k, v in toolchain().items() if k != "target")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
-// Branch-free float32 log, log(1 - v), sin/cos: the formulas (and constants) of the Triton
-// backend (fastmollify/ops/triton.py: _log_reduced, _log_reduce, _log1m_reduce, _sincos), so the
-// CPU, CUDA and Triton backends follow one set of formulas. Cephes-style range reduction and
-// polynomials, about 1 ulp on the arguments the noise stream produces; log(1 - v) is reduced
-// exactly from v, so a Box-Muller pair takes one polynomial and no division. Written with plain
-// selects and bit casts so that loops over them vectorise on the host and run without branches
-// (hence without slow paths) on the GPU. The host build uses -ffp-contract=off (every op rounds
-// separately, as in the Triton interpreter and in Triton compiled with enable_fp_fusion=False);
-// nvcc contracts multiply-adds (a few ulp apart, within the tests' tolerance). double keeps libm
-// (libdevice on the GPU).
+// Branch-free float32 log, log of a uniform, logit, sin/cos: the formulas (and constants) of the
+// Triton backend (fastmollify/ops/triton.py: _log_reduced, _log_reduce, _log1m_reduce, _logit,
+// _sincos), so the CPU, CUDA and Triton backends follow one set of formulas. Cephes-style range
+// reduction and polynomials, about 1 ulp on the arguments the noise stream produces; log(1 - v) is
+// reduced exactly from v, so a Box-Muller pair takes one polynomial and no division, and the
+// logistic magnitude one polynomial and one division. Written with plain selects and bit casts so
+// that loops over them vectorise on the host and run without branches (hence without slow paths)
+// on the GPU. The host build uses -ffp-contract=off (every op rounds separately, as in the Triton
+// interpreter); nvcc and compiled Triton contract multiply-adds (a few ulp apart, within the tests'
+// tolerance). double keeps libm (libdevice on the GPU).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -80,19 +80,23 @@ FM_HOST_DEVICE FM_INLINE float fast_logf(float x) {
   return log_reduced(f, fe);
 }
 
-// log(1 - v) for v in (0, 1/2].
-FM_HOST_DEVICE FM_INLINE float fast_log1mf(float v) {
-  float f, fe;
-  log1m_reduce(v, &f, &fe);
-  return log_reduced(f, fe);
-}
-
 // log u of the uniform u in (v, upper) form: log(1 - v) if upper else log(v), one polynomial.
 FM_HOST_DEVICE FM_INLINE float fast_log_uniformf(float v, bool upper) {
   float f_lower, fe_lower, f_upper, fe_upper;
   log_reduce(v, &f_lower, &fe_lower);
   log1m_reduce(v, &f_upper, &fe_upper);
   return log_reduced(upper ? f_upper : f_lower, upper ? fe_upper : fe_lower);
+}
+
+// The logistic magnitude log(1 - v) - log(v) = log1p(q), q = (1 - 2v) / v (1 - 2v exact), for v in
+// (0, 1/2]: one division and one polynomial. Below sqrt(2) - 1 the reduced argument is q itself
+// (exact), above it 1 + q is reduced.
+FM_HOST_DEVICE FM_INLINE float fast_logitf(float v) {
+  const float q = (1.0f - (v + v)) / v;
+  float f, fe;
+  log_reduce(1.0f + q, &f, &fe);
+  const bool small = q < 0.41421356f;
+  return log_reduced(small ? q : f, small ? 0.0f : fe);
 }
 
 // sin(a), cos(a) for float32 a in [0, 4] (Cephes sinf/cosf, reduction by pi/2). For a >= 0

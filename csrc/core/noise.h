@@ -34,9 +34,9 @@ constexpr double kPi = 3.141592653589793;
 // branch-free formulas of fastmath.h (those of the Triton backend) on the host and on the GPU;
 // double uses libm / libdevice.
 FM_HOST_DEVICE FM_INLINE double fm_log(double x) { return ::log(x); }
-FM_HOST_DEVICE FM_INLINE double fm_log1m(double v) { return ::log1p(-v); }  // log(1 - v)
 // log u for u in (v, upper) form (noise.py): log(1 - v) when upper, else log(v).
 FM_HOST_DEVICE FM_INLINE double fm_log_uniform(double v, bool upper) { return upper ? ::log1p(-v) : ::log(v); }
+FM_HOST_DEVICE FM_INLINE double fm_logit(double v) { return ::log1p(-v) - ::log(v); }  // log((1 - v) / v)
 FM_HOST_DEVICE FM_INLINE float fm_sqrt(float x) { return ::sqrtf(x); }
 FM_HOST_DEVICE FM_INLINE double fm_sqrt(double x) { return ::sqrt(x); }
 FM_HOST_DEVICE FM_INLINE void fm_sincos(double a, double* s, double* c) {
@@ -45,8 +45,8 @@ FM_HOST_DEVICE FM_INLINE void fm_sincos(double a, double* s, double* c) {
 }
 FM_HOST_DEVICE FM_INLINE double fm_tan(double x) { return ::tan(x); }
 FM_HOST_DEVICE FM_INLINE float fm_log(float x) { return fast_logf(x); }
-FM_HOST_DEVICE FM_INLINE float fm_log1m(float v) { return fast_log1mf(v); }
 FM_HOST_DEVICE FM_INLINE float fm_log_uniform(float v, bool upper) { return fast_log_uniformf(v, upper); }
+FM_HOST_DEVICE FM_INLINE float fm_logit(float v) { return fast_logitf(v); }
 FM_HOST_DEVICE FM_INLINE void fm_sincos(float a, float* s, float* c) { fast_sincosf(a, s, c); }
 FM_HOST_DEVICE FM_INLINE float fm_tan(float x) {
   float s, c;
@@ -109,7 +109,7 @@ FM_HOST_DEVICE FM_INLINE acc_t magnitude(int kernel, acc_t v) {
     case kHyperbolic:  // -(2/pi) log(tan((pi/2) v))
       return static_cast<acc_t>(-(2.0 / kPi)) * fm_log(fm_tan(static_cast<acc_t>(kPi / 2.0) * v));
     case kSigmoid:  // logistic: log(1 - v) - log(v)
-      return fm_log1m(v) - fm_log(v);
+      return fm_logit(v);
     default:  // kRectangular: 1 - 2v (exact)
       return static_cast<acc_t>(1) - static_cast<acc_t>(2) * v;
   }

@@ -207,21 +207,29 @@ __global__ void __launch_bounds__(kThreads)
   const acc_t sigma = static_cast<acc_t>(batch.sigma);
   const int64_t groups = (w.numel + 3) / 4;
   const int64_t g_begin = (static_cast<int64_t>(blockIdx.x) - batch.first_block[lo_t]) * kWeightBlockGroups;
-  const bool vec = w.aligned;
+  // WHOLE: every group of this block is full and the tensor aligned (all but a tensor's last block).
+  auto groups_of_block = [&](auto whole) {
+    constexpr bool WHOLE = decltype(whole)::value;
 #pragma unroll
-  for (int i = 0; i < kWeightGroupsPerThread; ++i) {
-    const int64_t g = g_begin + i * kThreads + threadIdx.x;
-    if (g >= groups) break;
-    const int64_t e0 = 4 * g;
-    const int valid = static_cast<int>(std::min<int64_t>(4, w.numel - e0));
-    acc_t c[4], z[4], y[4];
-    load_chunk<scalar_t, acc_t, 4>(clean + e0, valid, vec && valid == 4, c);
-    core::noise4<acc_t>(core::kGaussian, batch.key, static_cast<uint32_t>(g), batch.draw, w.index,
-                        /*stream=*/1u, z);
+    for (int i = 0; i < kWeightGroupsPerThread; ++i) {
+      const int64_t g = g_begin + i * kThreads + threadIdx.x;
+      if (!WHOLE && g >= groups) break;
+      const int64_t e0 = 4 * g;
+      const int valid = WHOLE ? 4 : static_cast<int>(std::min<int64_t>(4, w.numel - e0));
+      const bool vector = WHOLE || (w.aligned && valid == 4);
+      acc_t c[4], z[4], y[4];
+      load_chunk<scalar_t, acc_t, 4>(clean + e0, valid, vector, c);
+      core::noise4<acc_t>(core::kGaussian, batch.key, static_cast<uint32_t>(g), batch.draw, w.index,
+                          /*stream=*/1u, z);
 #pragma unroll
-    for (int k = 0; k < 4; ++k) y[k] = core::weight_value<acc_t>(c[k], sigma, z[k]);
-    store_chunk<scalar_t, acc_t, 4>(out + e0, valid, vec && valid == 4, y);
-  }
+      for (int k = 0; k < 4; ++k) y[k] = core::weight_value<acc_t>(c[k], sigma, z[k]);
+      store_chunk<scalar_t, acc_t, 4>(out + e0, valid, vector, y);
+    }
+  };
+  if (w.aligned && g_begin + kWeightBlockGroups <= groups && 4 * groups == w.numel)
+    groups_of_block(std::true_type{});
+  else
+    groups_of_block(std::false_type{});
 }
 
 }  // namespace
