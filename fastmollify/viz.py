@@ -6,7 +6,8 @@
   colour range is clipped at the 99th percentile of |map| so one hot pixel does not wash out
   the rest.
 * ``grid(images, maps, path)``: rows = images, columns = the image and one overlay per method,
-  method names on top. ``save_overlay``: one image. ``loglog(...)``: the N-sweep plot.
+  method names on top; a map is ``[C, H, W]`` or ``[H, W]`` (Grad-CAM) per image.
+  ``save_overlay``: one image. ``loglog(...)``: the N-sweep plot.
 
 Matplotlib with the Agg backend (no display needed); it is imported on first use.
 """
@@ -111,10 +112,20 @@ def overlay(ax, image, attribution, signed=None, alpha: float = 0.85, title=None
 
 
 def grid(images, maps: dict, path, signed=None, row_labels=None, title=None, cell: float = 1.6):
-    """A figure: one row per image, the image then one overlay per method (``maps``: name -> ``[B, C, H, W]``)."""
+    """A figure: one row per image, the image then one overlay per method.
+
+    ``maps``: name -> ``[B, C, H, W]`` (summed over channels) or ``[B, H, W]`` (e.g. Grad-CAM), at the
+    images' ``H, W``.
+    """
     plt = _plt()
     images = _np(images)
     names = list(maps)
+    maps = {name: _np(maps[name]) for name in names}
+    size = _image(images[0]).shape[:2] if len(images) else None
+    for name, m in maps.items():
+        if m.ndim not in (3, 4) or m.shape[0] != images.shape[0] or tuple(m.shape[-2:]) != tuple(size or ()):
+            raise ValueError(f"maps[{name!r}] has shape {m.shape}; it must be [B, C, H, W] or [B, H, W] with "
+                             f"B = {images.shape[0]} and H, W = {size} as the images")
     rows, cols = images.shape[0], len(names) + 1
     fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + (0.5 if title else 0.2)),
                              squeeze=False)
@@ -126,7 +137,7 @@ def grid(images, maps: dict, path, signed=None, row_labels=None, title=None, cel
         if row_labels is not None:
             axes[r, 0].set_ylabel(str(row_labels[r]), fontsize=9)
         for c, name in enumerate(names):
-            overlay(axes[r, c + 1], images[r], _np(maps[name])[r], signed=signed, title=name if r == 0 else None)
+            overlay(axes[r, c + 1], images[r], maps[name][r], signed=signed, title=name if r == 0 else None)
     axes[0, 0].set_title("image", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
