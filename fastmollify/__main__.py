@@ -39,7 +39,10 @@ def _threads(n):
 # --- demo -------------------------------------------------------------------------------------------
 
 def demo(args) -> int:
+    import torch
+
     from . import compose, data, methods, models, viz
+    from .gradcam import gradcam
 
     _threads(args.threads)
     out = Path(args.out)
@@ -66,11 +69,18 @@ def demo(args) -> int:
                                                                        reduce="stats"))(kernel)
     runs["IG + adaptgrad"] = lambda: compose.integrated_gradients(model, x, y, inner="adaptgrad", steps=8,
                                                                   n=max(1, n // 8), bounds=b, reduce="stats")
+    # Grad-CAM at the last convolution ('6', before its ReLU), plain and with SmoothGrad noise there: [B, H, W] maps
+    runs["Grad-CAM"] = lambda: gradcam(model, x, y, layer="6", method="gradient")
+    runs["Smooth Grad-CAM"] = lambda: gradcam(model, x, y, layer="6", method="smoothgrad", n=n)
     maps, rows = {}, []
     for name, fn in runs.items():
         t = time.perf_counter()
         stats = fn()
         seconds = time.perf_counter() - t
+        if isinstance(stats, torch.Tensor):  # Grad-CAM: a map, no per-pixel statistics
+            maps[name] = stats
+            rows.append((name, seconds, float("nan"), 1 if name == "Grad-CAM" else n, "-"))
+            continue
         maps[name] = stats.mean
         rows.append((name, seconds, float(stats.stderr.mean()), int(stats.n), stats.backend))
     labels = [data.SHAPE_CLASSES[int(c)] for c in y]
@@ -79,7 +89,7 @@ def demo(args) -> int:
     width = max(len(r[0]) for r in rows)
     print(f"\n{'method':<{width}}  {'seconds':>8}  {'mean std. error':>15}  {'N':>4}  backend")
     for name, seconds, se, count, backend in rows:
-        error = f"{se:>15.3e}" if se == se else f"{'undefined (N=1)':>15}"
+        error = f"{se:>15.3e}" if se == se else f"{'undefined (N=1)' if count == 1 else 'n/a':>15}"
         print(f"{name:<{width}}  {seconds:>8.2f}  {error}  {count:>4}  {backend}")
     print(f"\nwrote {path} (total {time.perf_counter() - start:.1f} s)")
     return 0
