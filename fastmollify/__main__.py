@@ -262,8 +262,31 @@ def evaluate_cmd(args) -> int:
     from . import evaluate
 
     _threads(args.threads)
+    log = lambda s: print(s, flush=True)  # noqa: E731
     out = Path(args.out) if args.out else _default_evaluation_out()
-    evaluate.run(out, quick=args.quick, log=lambda s: print(s, flush=True))
+    if args.verify:
+        if args.model or args.quick or args.retrain:
+            raise CLIError("--verify reruns the committed settings: drop --model, --quick and --retrain")
+        results = Path(args.results) if args.results else out / "results.json"
+        differences = evaluate.verify(results, images=args.images, rows=args.rows or None, log=log)
+        for line in differences:
+            print(f"differs: {line}", file=sys.stderr)
+        print("verify: " + ("all values agree" if not differences else f"{len(differences)} values differ"))
+        return 1 if differences else 0
+    if args.model:
+        if not args.data or not args.data.startswith("imagefolder:"):
+            raise CLIError("--model needs --data imagefolder:PATH (a folder with one sub-folder per class)")
+        from .evaluation.user import run_user
+
+        run_user(Path(args.out or "fastmollify-out/evaluation"), arch=args.model, weights=args.weights,
+                 folder=args.data[len("imagefolder:"):], images=args.images or 32, protocol=args.protocol or "default",
+                 log=log)
+        return 0
+    default_out = not args.out and out == SOURCE_ROOT / "docs" / "evaluation" and not args.quick
+    protocols = [args.protocol] if args.protocol else ["default", "authors"]
+    evaluate.run(out, quick=args.quick, log=log, retrain=args.retrain, protocols=protocols,
+                 docs=out.parent / "evaluation.md" if default_out and len(protocols) == 2 else None,
+                 readme=SOURCE_ROOT / "README.md" if default_out and len(protocols) == 2 else None)
     return 0
 
 
@@ -444,6 +467,20 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="output folder (default: docs/evaluation in a source checkout, "
                    "else ./fastmollify-out/evaluation)")
     e.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests, numbers meaningless)")
+    e.add_argument("--protocol", choices=("default", "authors"), default=None,
+                   help="only this protocol (default: both; 'authors' follows the AdaptGrad authors' code)")
+    e.add_argument("--retrain", action="store_true", help="train the built-in models instead of loading the "
+                   "shipped weights (bit-identical only on the same CPU and torch build)")
+    e.add_argument("--verify", action="store_true", help="rerun a representative subset in a fresh cache and "
+                   "compare with results.json; exit 1 naming the values that differ")
+    e.add_argument("--results", default=None, help="--verify: the results.json to check (default: OUT/results.json)")
+    e.add_argument("--rows", nargs="*", default=None, help="--verify: only these rows (e.g. default/paper2/Grad)")
+    e.add_argument("--images", type=int, default=None, help="--verify: first images per row (default: all kept); "
+                   "--model: images of the folder (default 32)")
+    e.add_argument("--model", default=None, help="a torchvision architecture (e.g. resnet50) with --weights and "
+                   "--data imagefolder:PATH: the tables its data allow (sparseness, faithfulness)")
+    e.add_argument("--weights", default=None, help="--model: a state_dict file (nothing is downloaded)")
+    e.add_argument("--data", default=None, help="--model: imagefolder:PATH")
     e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the many small batches "
                    "gain nothing from more, and extra threads lose badly on busy shared cores)")
     e.set_defaults(func=evaluate_cmd)

@@ -9,6 +9,9 @@ only, so ``shapes(10)`` is the first 10 examples of ``shapes(100)``.
 ``digits(shift=0.0)``: scikit-learn's bundled 8x8 digits (1797 images), scaled to [0, 1],
 as ``[N, 1, 8, 8]`` float32 with their labels; ``shift`` adds a constant (the invariance
 protocol's +1 shift).
+
+``imagefolder(path, size, limit)``: images of a torchvision ImageFolder (one sub-folder per
+class), resized and centre-cropped, optionally normalised, for a user's model.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["shapes", "digits", "SHAPE_CLASSES", "split"]
+__all__ = ["shapes", "digits", "SHAPE_CLASSES", "split", "imagefolder"]
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 SIZE = 64
@@ -98,3 +101,35 @@ def split(n: int, test_fraction: float = 0.25, seed: int = 0):
     perm = torch.randperm(n, generator=g)
     n_test = int(round(n * test_fraction))
     return perm[n_test:], perm[:n_test]
+
+
+def imagefolder(path, size: int = 224, limit: int | None = None, mean=None, std=None, seed: int = 0):
+    """``(images [K, 3, size, size] float32, labels [K])`` from an ImageFolder at ``path``.
+
+    Resize to ``round(size * 256 / 224)`` (shorter side), centre-crop ``size``, scale to [0, 1],
+    then ``(x - mean) / std`` per channel when given. ``limit``: K images drawn by a seeded
+    permutation (the folder is sorted by class).
+    """
+    from pathlib import Path
+
+    import torchvision
+    from torchvision import transforms
+
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"image folder {path} does not exist")
+    steps = [transforms.Resize(round(size * 256 / 224), antialias=True), transforms.CenterCrop(size),
+             transforms.ToTensor()]
+    if (mean is None) != (std is None):
+        raise ValueError("pass mean and std together (or neither)")
+    if mean is not None:
+        steps.append(transforms.Normalize(mean, std))
+    folder = torchvision.datasets.ImageFolder(str(path), transform=transforms.Compose(steps))
+    if len(folder) == 0:
+        raise ValueError(f"image folder {path} holds no images")
+    order = torch.randperm(len(folder), generator=torch.Generator().manual_seed(int(seed))).tolist()
+    if limit is not None:
+        if int(limit) < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        order = order[:int(limit)]
+    items = [folder[i] for i in order]
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)

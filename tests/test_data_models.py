@@ -111,3 +111,98 @@ def test_accuracy_hand_case():
     x = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[1.0, 0.0]]])
     assert models.accuracy(Fixed(), x, torch.tensor([0, 1, 1]), batch_size=2) == pytest.approx(2 / 3)
     assert np.isclose(models.accuracy(Fixed(), x[:0], torch.tensor([], dtype=torch.int64)), 0.0)
+
+
+# --- shipped weights, the new architectures, torchvision models ---------------------------------------
+
+def test_shipped_weights_load_match_their_hash_and_accuracy():
+    entries = models.manifest()
+    assert set(models.BUILTIN) <= set(entries)
+    for name in models.BUILTIN:
+        entry = entries[name]
+        path = models.WEIGHTS_DIR / entry["file"]
+        assert path.stat().st_size < 1_000_000 and models.sha256(path) == entry["sha256"]
+        assert entry["recipe"] == models.BUILTIN[name]
+    x, y = data.digits()
+    test = data.split(len(x), seed=0)[1]
+    net = models.builtin("digits_mlp_normal")
+    assert models.accuracy(net, x[test], y[test]) == pytest.approx(entries["digits_mlp_normal"]["test_accuracy"],
+                                                                   abs=1e-4)
+    assert models.shapes_model().state_dict().keys() == models.demo_cnn().state_dict().keys()
+
+
+def test_damaged_weights_are_refused(tmp_path, monkeypatch):
+    import shutil
+
+    weights = tmp_path / "weights"
+    shutil.copytree(models.WEIGHTS_DIR, weights)
+    monkeypatch.setattr(models, "WEIGHTS_DIR", weights)
+    blob = bytearray((weights / "digits_mlp_normal.pt").read_bytes())
+    blob[-100] ^= 1
+    (weights / "digits_mlp_normal.pt").write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="SHA-256"):
+        models.builtin("digits_mlp_normal")
+    with pytest.raises(ValueError, match="name must be one of"):
+        models.builtin("vgg16")
+    (weights / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="retrain=True"):
+        models.builtin("shapes_cnn")
+
+
+def test_retrain_runs_the_recipe(cache, monkeypatch):
+    calls = []
+    real = models.train
+
+    def spy(model, images, labels, **kwargs):
+        calls.append((type(model).__name__, len(images), kwargs["epochs"]))
+        return real(model, images[:64], labels[:64], **{**kwargs, "epochs": 1})
+
+    monkeypatch.setattr(models, "train", spy)
+    out = models.digits_models(arch="mlp", retrain=True)
+    assert [c[1] for c in calls] == [1348] * 3 and all(c[2] == 30 for c in calls)
+    assert set(out) == {"normal", "random", "shifted", "test_idx"} and not out["normal"].training
+
+
+def test_new_architectures_and_classifier_params():
+    net = models.shapes_resnet()
+    assert net(torch.rand(2, 3, 64, 64)).shape == (2, 4)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) == 9
+    assert models.digits_mlp()(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+    assert models.classifier_params(models.digits_mlp()) == ["3.weight", "3.bias"]
+    assert models.classifier_params(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1))) == []
+    with pytest.raises(ValueError, match="arch"):
+        models.shapes_model(arch="vgg")
+
+
+def test_torchvision_model_with_user_weights(tmp_path):
+    import torchvision
+
+    ref = torchvision.models.resnet18(weights=None, num_classes=5).eval()
+    path = tmp_path / "w.pt"
+    torch.save({"state_dict": {"module." + k: v for k, v in ref.state_dict().items()}}, path)
+    net = models.torchvision_model("resnet18", weights=path)
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(net(x), ref(x))
+    with pytest.raises(ValueError, match="not a torchvision"):
+        models.torchvision_model("resnet19", weights=path)
+    with pytest.raises(ValueError, match="do not fit"):
+        models.torchvision_model("resnet34", weights=path)
+    with pytest.raises(FileNotFoundError):
+        models.torchvision_model("resnet18", weights=tmp_path / "missing.pt")
+
+
+def test_imagefolder(tmp_path):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.new("RGB", (40, 30), (255 * (cls == "b"), 10 * i, 0)).save(tmp_path / cls / f"{i}.png")
+    x, y = data.imagefolder(tmp_path, size=16)
+    assert x.shape == (4, 3, 16, 16) and sorted(y.tolist()) == [0, 0, 1, 1]
+    red = x[y == 1][:, 0]
+    assert torch.allclose(red, torch.ones_like(red))
+    xn, _ = data.imagefolder(tmp_path, size=16, limit=2, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    assert xn.shape[0] == 2 and float(xn.min()) >= -1 and float(xn.max()) <= 1
+    with pytest.raises(FileNotFoundError):
+        data.imagefolder(tmp_path / "nope")

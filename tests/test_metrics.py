@@ -211,3 +211,62 @@ def test_quantus_explain_func_inside_a_quantus_metric():
     assert smooth.shape == (4, 3, 6, 6)
     with pytest.raises(ValueError, match="unknown method"):
         quantus_explain_func(model, x.numpy(), y.numpy(), method="nope")
+
+
+# --- the authors' scaled ranking, directions, PIC ------------------------------------------------------
+
+def test_diverging_matches_the_authors_noabsscale():
+    import numpy as np
+    from scipy import stats
+
+    torch.manual_seed(3)
+    a = torch.randn(4, 3, 5, 5)
+    b = a + 0.5 * torch.randn(4, 3, 5, 5)
+    got = metrics.diverging(a)
+    for i in range(4):
+        s = a[i].sum(0).double().numpy().ravel()
+        span = abs(np.percentile(s, 99))  # their noabsscale: clip(x / (vmax - vmin), -1, 1), vmax = -vmin = span
+        want = np.clip(s / (2 * span), -1, 1)
+        np.testing.assert_allclose(got[i].numpy(), want, rtol=1e-12)
+        sb = b[i].sum(0).double().numpy().ravel()
+        rho = stats.spearmanr(want, np.clip(sb / (2 * abs(np.percentile(sb, 99))), -1, 1)).correlation
+        assert float(metrics.invariance(a[i:i + 1], b[i:i + 1], scale="diverging")[0]) == pytest.approx(abs(rho),
+                                                                                                          abs=1e-6)
+    with pytest.raises(ValueError, match="scale"):
+        metrics.spearman(a, b, scale="percentile")
+    with pytest.raises(ValueError, match="abs"):
+        metrics.spearman(a, b, abs=True, scale="diverging")
+    assert torch.isnan(metrics.consistency(torch.zeros(1, 1, 3, 3), a[:1, :1, :3, :3], scale="diverging")).all()
+
+
+def test_metric_directions():
+    assert metrics.DIRECTIONS["invariance"] == 1 and metrics.DIRECTIONS["consistency"] == -1
+    assert metrics.DIRECTIONS["deletion"] == -1 and metrics.DIRECTIONS["sic"] == 1
+
+
+def test_pic_auc_hand_case():
+    # points (0, 0), (0.5, 0.8), (1, 1): 0.5 * 0.8 / 2 + 0.5 * (0.8 + 1) / 2 = 0.65
+    assert metrics.pic_auc([0.5], [0.8]) == pytest.approx(0.65, abs=1e-12)
+    assert metrics.pic_auc([0.2, 0.6], [1.0, 1.0]) == pytest.approx(1 - 0.5 * 0.2, abs=1e-12)
+
+
+def test_pic_rewards_the_map_that_points_at_the_evidence():
+    class Bright(torch.nn.Module):  # class 0's logit: the mean brightness of the top-left quadrant
+        def forward(self, x):
+            q = x[:, :, :16, :16].mean((1, 2, 3))
+            return torch.stack([40 * (q - 0.3), torch.zeros_like(q)], 1)
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 32, 32) * 0.2
+    x[:, :, :16, :16] = 0.9 + 0.1 * torch.rand(3, 3, 16, 16)  # a textured bright quadrant
+    good = torch.zeros(3, 1, 32, 32)
+    good[:, :, :16, :16] = 1 + torch.rand(3, 1, 16, 16)
+    bad = 1 + torch.rand(3, 1, 32, 32)
+    bad[:, :, :16, :16] = 0
+    g = metrics.pic(Bright(), x, good, 0, min_prediction=0.5)
+    b = metrics.pic(Bright(), x, bad, 0, min_prediction=0.5)
+    kept = torch.isfinite(g["sic"])  # whether an image is kept depends on the image and its blur, not on the map
+    assert int(kept.sum()) >= 2 and torch.equal(kept, torch.isfinite(b["sic"]))
+    assert float(g["sic"][kept].mean()) > float(b["sic"][kept].mean()) + 0.2
+    with pytest.raises(ValueError, match="one value per pixel"):
+        metrics.pic(Bright(), x, torch.zeros(3, 1, 8, 8), 0)
