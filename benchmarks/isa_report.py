@@ -96,23 +96,34 @@ def _written_predicates(operands: str) -> set:
     return {token.strip() for token in operands.split(",")[:2] if re.fullmatch(r"U?P\d", token.strip())}
 
 
+def _settle(moved: int, pending: dict, name: str, value) -> int:
+    """``moved`` plus the bytes of the guarded accesses on ``name`` that run when it is ``value``
+    (None: its value is lost, count them all); those entries leave ``pending``."""
+    for key in [k for k in pending if k[0] == name]:
+        if value is None or key[1] == value:
+            moved += pending[key]
+        del pending[key]
+    return moved
+
+
 def _cheapest(code, start: int, stop_at, data_bytes, call_cost) -> dict[int, int]:
     """{bytes moved: fewest instructions} over the paths from index ``start`` to a stop.
 
     ``stop_at(i)`` says whether instruction i ends a path (counted). Forward control flow only;
     the caller picks a region whose paths are acyclic. Instructions are visited in address order,
-    which is a topological order of forward branches. A path remembers which predicates its
-    branches fixed, so a guarded store that the path has ruled out moves nothing (a vector store
-    and the element-wise stores of the other branch are not both counted).
+    which is a topological order of forward branches. A path remembers the predicates its branches
+    fixed: an access guarded by a predicate the path has ruled out moves nothing, and one guarded by
+    a predicate not yet known waits for a later branch on it (``@!P1 STG.128; @!P1 BRA skip``: the
+    vector store and the element-wise stores it skips are never both counted).
     """
     index = {address: i for i, (address, *_rest) in enumerate(code)}
-    states: dict[int, dict[tuple, int]] = {start: {(0, ()): 0}}
+    states: dict[int, dict[tuple, int]] = {start: {(0, (), ()): 0}}
     done: dict[int, int] = {}
 
-    def push(i, moved, known, count):
+    def push(i, moved, known, pending, count):
         if i is None or i >= len(code):
             return
-        key = (moved, tuple(sorted(known.items())))
+        key = (moved, tuple(sorted(known.items())), tuple(sorted(pending.items())))
         bucket = states.setdefault(i, {})
         if count < bucket.get(key, 1 << 30):
             bucket[key] = count
@@ -126,37 +137,44 @@ def _cheapest(code, start: int, stop_at, data_bytes, call_cost) -> dict[int, int
         cost = 0 if base == "NOP" else 1
         if base == "CALL":
             cost += call_cost(_target(operands))
-        written = _written_predicates(operands)
-        for (before, known_items), count in bucket.items():
-            known = dict(known_items)
+        size = data_bytes(opcode)
+        name = guard.lstrip("!") if guard else None
+        for (before, known_items, pending_items), count in bucket.items():
+            known, pending = dict(known_items), dict(pending_items)
             runs = _guard_value(guard, known)
+            total = count + cost
             if runs is False:  # ruled out on this path: a no-op
-                push(i + 1, before, known, count + cost)
+                push(i + 1, before, known, pending, total)
                 continue
-            after, total = before + data_bytes(opcode), count + cost
-            for name in written:
-                known.pop(name, None)
+            moved = before
+            if size and runs is None:  # waits for the path to fix its predicate
+                key = (name, not guard.startswith("!"))
+                pending[key] = pending.get(key, 0) + size
+            else:
+                moved += size
+            for written in _written_predicates(operands):
+                known.pop(written, None)
+                moved = _settle(moved, pending, written, None)
             if stop_at(i):
-                if total < done.get(after, 1 << 30):
-                    done[after] = total
+                final = moved + sum(pending.values())
+                if total < done.get(final, 1 << 30):
+                    done[final] = total
                 if runs:
                     continue
-            name = guard.lstrip("!") if guard else None
-            taken, fallthrough = dict(known), dict(known)
-            if runs is None:
-                taken[name] = not guard.startswith("!")
-                fallthrough[name] = guard.startswith("!")
-            if base in ("EXIT", "RET", "BRX", "JMX"):
-                if not runs:
-                    push(i + 1, after, fallthrough, total)
-            elif base in ("BRA", "JMP"):
-                target = _target(operands)
-                if target is not None and target > address:
-                    push(index.get(target), after, taken, total)
-                if not runs:
-                    push(i + 1, after, fallthrough, total)
+            if base in ("EXIT", "RET", "BRX", "JMX", "BRA", "JMP"):
+                target = _target(operands) if base in ("BRA", "JMP") else None
+                if target is not None and target > address:  # taken: the guard held
+                    taken, held = dict(known), dict(pending)
+                    if runs is None:
+                        taken[name] = not guard.startswith("!")
+                    push(index.get(target), _settle(moved, held, name, taken.get(name)) if runs is None else moved,
+                         taken, held, total)
+                if not runs:  # fall through: the guard failed
+                    fallthrough, failed = dict(known), dict(pending)
+                    fallthrough[name] = guard.startswith("!")
+                    push(i + 1, _settle(moved, failed, name, fallthrough[name]), fallthrough, failed, total)
             else:
-                push(i + 1, after, known, total)
+                push(i + 1, moved, known, pending, total)
     return done
 
 

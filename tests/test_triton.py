@@ -227,6 +227,39 @@ def test_pinned_configs(monkeypatch):
     assert len(backend._configs(backend.ACCUMULATE_CONFIGS)) == len(backend.ACCUMULATE_CONFIGS)
 
 
+_SASS = """
+\t\tFunction : kernel
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   ISETP.GE.AND P0, PT, R0, 0x4, PT ;
+        /*0020*/                   FADD R2, R2, 1 ;
+        /*0030*/              @!P1 STG.E.128 desc[UR4][R4.64], R8 ;
+        /*0040*/              @!P1 BRA 0x80 ;
+        /*0050*/               @P2 STG.E desc[UR4][R4.64], R8 ;
+        /*0060*/               @P2 STG.E desc[UR4][R4.64+0x4], R9 ;
+        /*0070*/                   CALL.REL.NOINC 0xb0 ;
+        /*0080*/               @P0 BRA 0x20 ;
+        /*0090*/                   EXIT ;
+        /*00a0*/                   BRA 0xa0;
+        /*00b0*/                   FADD R1, R1, R1 ;
+        /*00c0*/                   RET.REL.NODEC R2 0x0 ;
+"""
+
+
+def test_isa_report_counts_the_steady_state_path():
+    """benchmarks/isa_report.py on a hand-written loop: the vector-store path (4 instructions, 16 bytes) is
+    the steady state; the element-wise path (a ruled-out vector store, two stores, a call of 2) is not."""
+    sys.path.insert(0, ROOT)
+    from benchmarks import isa_report
+
+    (code,) = isa_report.parse_sass(_SASS).values()
+    assert isa_report.steady_state(code, isa_report.store_bytes) == (4, 16)
+    index = {address: i for i, (address, *_rest) in enumerate(code)}
+    fall_through = isa_report._cheapest(code, index[0x20], lambda i: i == index[0x80], isa_report.store_bytes,
+                                        lambda target: 2)
+    assert fall_through[8] == 9  # FADD, ruled-out STG.128, BRA, STG, STG, CALL (1 + 2), BRA
+    assert isa_report.measure(code, 32, "perturb", "float32")["per_element"] == 1.0
+
+
 def test_isa_specs_cover_every_op_kernel_and_dtype():
     keys = {spec["key"] for spec in backend.isa_specs()}
     for dtype in ("float32", "float16", "bfloat16"):
