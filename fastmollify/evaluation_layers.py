@@ -344,6 +344,16 @@ def _text_figure(table: dict, path: Path, labels=None) -> Path:
     return viz._save(fig, path)
 
 
+def _sum_sentence(table: dict) -> str:
+    """What layers.json's third token score (the plain signed sum of the gradient) shows, from the numbers."""
+    rows = table["rows"].values()
+    worse = all(r["loc_sum"]["mean"] < min(r["loc_gxe"]["mean"], r["loc_l2"]["mean"]) for r in rows)
+    low, high = min(r["loc_sum"]["mean"] for r in rows), max(r["loc_sum"]["mean"] for r in rows)
+    return (f"The plain signed sum of the gradient over the hidden units (Σg: `fm.token_scores(attr, \"sum\")`, "
+            f"without the embedding) localises {low:.3f} to {high:.3f} across the methods"
+            + (", below both scores above for every method" if worse else "") + "; it is in layers.json.")
+
+
 def _write_markdown(results: dict, cfg: Config, path: Path) -> Path:
     t, tab, cam = results["text"], results["tabular"], results["gradcam"]
     down = {"deletion": False}
@@ -376,8 +386,7 @@ def _write_markdown(results: dict, cfg: Config, path: Path) -> Path:
         "",
         *_markdown_table(t, {}),
         "",
-        "The plain sum of the gradient over the hidden units (Σg, `reduce=\"sum\"` without the embedding) is in "
-        "layers.json; it localises worse than both, for every method.",
+        _sum_sentence(t),
         "",
         "## MLP, tabular: real features against permuted decoys (noise at the input)",
         "",

@@ -62,8 +62,7 @@ def test_tiny_transformer_trains_above_95_percent_in_seconds():
 
 def test_shipped_text_model_is_small_accurate_and_reads_the_planted_tokens():
     model = text.text_model()
-    entry = json.loads((text.WEIGHTS_DIR / "text_transformer.json").read_text())
-    assert (text.WEIGHTS_DIR / entry["file"]).stat().st_size < 300_000
+    assert (text.WEIGHTS_DIR / text.SHIPPED["file"]).stat().st_size < 300_000
     assert text.text_accuracy(model) >= 0.99
     ids, mask, labels, planted = text.planted(200, seed=text.TEXT_TEST_SEED)
     # swap the planted tokens for the next class's: the prediction follows them
@@ -92,19 +91,20 @@ def test_gradient_at_the_embedding_is_the_hand_computed_one():
 
 
 def test_shipped_weights_are_checked(tmp_path, monkeypatch):
-    for name in ("text_transformer.json", "text_transformer.pt"):
-        shutil.copy(text.WEIGHTS_DIR / name, tmp_path / name)
+    shutil.copy(text.WEIGHTS_DIR / "text_transformer.pt", tmp_path / "text_transformer.pt")
     monkeypatch.setattr(text, "WEIGHTS_DIR", tmp_path)
     text.text_model()
     with open(tmp_path / "text_transformer.pt", "ab") as f:
         f.write(b"x")
     with pytest.raises(ValueError, match="SHA-256"):
         text.text_model()
-    (tmp_path / "text_transformer.json").unlink()
+    (tmp_path / "text_transformer.pt").unlink()
     with pytest.raises(FileNotFoundError, match="retrain=True"):
         text.text_model()
     with pytest.raises(ValueError, match="unknown recipe keys"):
         text.text_model(epoch=3)
+    with pytest.raises(ValueError, match="unknown recipe keys"):
+        tabular.tabular_model(layers=3)
 
 
 # --- token localisation ------------------------------------------------------------------------------
