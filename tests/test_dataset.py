@@ -361,6 +361,19 @@ def test_api_stats_float16_channel_sum_and_workers(work):
     np.testing.assert_array_equal(s.targets[:], y.numpy())
 
 
+def test_integrated_gradients_per_example_noise(work):
+    """IG's inner noise is example-major (example g, step k: g * steps + k), so batches of 2 give the one-call maps."""
+    import fm13_models
+
+    model = fm13_models.make().eval()
+    x = torch.rand(5, 3, 8, 8)
+    fm.attribute_dataset(model, _Tensors(x, torch.zeros(5)), store=work / "ig.zarr", method="integrated_gradients",
+                         batch_size=2, block=2, target=1, inner="smoothgrad", steps=3, n=2, bounds=(0, 1),
+                         progress=False, overwrite=True)
+    want = fm.integrated_gradients(model, x, 1, inner="smoothgrad", steps=3, n=2, bounds=(0, 1))
+    np.testing.assert_allclose(fm.open_store(work / "ig.zarr").maps[:], want.numpy(), rtol=1e-5, atol=1e-7)
+
+
 def test_show_renders_an_overlay(reference, work, capsys):
     assert cli.main(["show", "reference.zarr", "--index", "7", "--out", "seven.png"]) == 0
     assert (work / "seven.png").stat().st_size > 1000
