@@ -4,8 +4,10 @@
     python benchmarks/cpu_suite.py --tiny --out /tmp/res    # seconds: the smoke-test sizes
 
 Runs N-scaling (the MLP), small models, a reduced ImageNet-size run (ResNet50 at 112x112, B=2),
-op bandwidth (benchmarks/bench_ops.py, when present) and peak memory against n at the default
-chunk (ResNet-18, each call in a fresh process), then prints the summary tables. Defaults to
+op bandwidth (benchmarks/bench_ops.py, when present), peak memory against n at the default
+chunk (ResNet-18, each call in a fresh process) and convergence (tol= sample counts, antithetic
+efficiency; within its share of the budget: the cheapest models first), then prints the summary
+tables. Defaults to
 one torch thread (``--threads``): on a shared machine, OpenMP threads that wait on each other
 turn other processes' load into large, erratic slow-downs, while one thread degrades evenly, so
 ratios to the floor stay meaningful. The summary is also written to ``results/summary_cpu.md``.
@@ -24,7 +26,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from . import RESULTS, bench_memory, bench_scaling, bench_small, bench_throughput, cli, summary  # noqa: E402
+from . import (  # noqa: E402
+    RESULTS, bench_convergence, bench_memory, bench_scaling, bench_small, bench_throughput, cli, summary)
 
 # script -> (share of the budget, extra arguments at full CPU size)
 PLAN = {
@@ -33,6 +36,7 @@ PLAN = {
     "throughput": (0.5, []),
     "ops": (0.1, []),
     "memory": (0.15, []),
+    "convergence": (0.3, []),
 }
 
 
@@ -54,7 +58,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--budget", type=float, default=480.0, help="seconds for the whole suite")
+    parser.add_argument("--budget", type=float, default=600.0, help="seconds for the whole suite")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--only", default=None, help="comma-separated subset of " + ",".join(PLAN))
     parser.add_argument("--no-plot", action="store_true")
@@ -72,9 +76,10 @@ def main(argv=None) -> int:
         try:
             if name == "ops":
                 run_ops(args.out, args.threads, args.tiny, budget)
-            elif name == "memory":
-                bench_memory.main(["--out", str(args.out), "--threads", str(args.threads), "--budget", str(budget)]
-                                  + ["--quick"] * args.tiny + ["--no-plot"] * args.no_plot + extra)
+            elif name in ("memory", "convergence"):
+                module = bench_memory if name == "memory" else bench_convergence
+                module.main(["--out", str(args.out), "--threads", str(args.threads), "--budget", str(budget)]
+                            + ["--quick"] * args.tiny + ["--no-plot"] * args.no_plot + extra)
             else:
                 module = {"scaling": bench_scaling, "small": bench_small, "throughput": bench_throughput}[name]
                 module.main(common_args + ["--budget", str(budget)] + extra)

@@ -3,7 +3,7 @@
     python -m benchmarks.summary                 # the newest device's results (gpu if present, else cpu)
     python -m benchmarks.summary --tag cpu --markdown   # markdown, for docs/performance.md
 
-Reads ``results/{scaling,throughput,small,memory}_<tag>.json`` and any ``results/ops_*.json``.
+Reads ``results/{scaling,throughput,small,memory,convergence}_<tag>.json`` and any ``results/ops_*.json``.
 """
 from __future__ import annotations
 
@@ -38,6 +38,12 @@ def load(out: Path, tag: str) -> dict[str, list[dict]]:
 def load_memory(out: Path, tag: str) -> list[dict]:
     """The rows of ``benchmarks/bench_memory.py`` (peak memory vs n at the default chunk), if any."""
     path = out / f"memory_{tag}.json"
+    return results_io.read_rows(path) if path.exists() else []
+
+
+def load_convergence(out: Path, tag: str) -> list[dict]:
+    """The rows of ``benchmarks/bench_convergence.py`` (tol= sample counts, antithetic efficiency), if any."""
+    path = out / f"convergence_{tag}.json"
     return results_io.read_rows(path) if path.exists() else []
 
 
@@ -163,6 +169,55 @@ def memory_targets(rows) -> list:
             low, high = min(r["peak_rss_bytes"] for r in top), max(r["peak_rss_bytes"] for r in top)
             found.append((config, high / low, low, high, top))
     return found
+
+
+def _tol_cells(row) -> list:
+    """n_b mean/max, the fixed n of the same worst-case error, fixed time / tol time."""
+    if row is None or row.get("n_mean") is None:
+        return [None, None, None]
+    n = f"{row['n_mean']:.0f}/{row['n_max']:.0f}"
+    if row["reached"] < 1:  # capped: how many examples got there, and the 1/sqrt(n) estimate of the need
+        n += f" ({row['reached']:.0%} reached; est. {row['n_est_mean']:.0f}/{row['n_est_max']:.0f})"
+    if row.get("n_fixed") is None:
+        return [n, f">{row['cap_samples']}", None]
+    return [n, f"{row['n_fixed']:.0f}", x(row["time_saving"])]
+
+
+def convergence_tables(rows) -> list[Table]:
+    tol_rows = [r for r in rows if r["part"] == "tol"]
+    tols = sorted({r["tol"] for r in tol_rows if r["tol"] is not None}, reverse=True)
+    tables = []
+    if tol_rows:
+        table = Table("Samples for a relative error ||stderr|| / ||mean|| <= tol per example (tol=, default chunk; "
+                      "n: samples per example, mean/max over the batch; fixed: the smallest n of 16, 32, ... whose "
+                      "worst example reaches tol; saving: fixed-n time / tol time; NoiseGrad n = m draws, "
+                      "FusionGrad n = 4 m; est.: the 1/sqrt(n) estimate where the cap stopped examples)",
+                      ["model", "B", "method"] + [f"tol {t} {what}" for t in tols for what in ("n", "fixed", "saving")])
+        def key_of(r):  # tol runs with a chunk_size are rows of their own
+            chunk = r.get("chunk_size")
+            return r["model"], r["B"], r["method"] + (f" (chunk_size={chunk})" if chunk else "")
+
+        for key in dict.fromkeys(key_of(r) for r in tol_rows):
+            mine = {r["tol"]: r for r in tol_rows if key_of(r) == key}
+            table.add(*key, *(cell for t in tols for cell in _tol_cells(mine.get(t))))
+        tables.append(table)
+    anti = [r for r in rows if r["part"] == "antithetic"]
+    if anti:
+        models = list(dict.fromkeys(r["model"] for r in anti))
+        table = Table("Antithetic pairs: efficiency = (var x time) plain / (var x time) antithetic (variance "
+                      "ratio; seeds: the same ratio from the spread of the map over seeds); above 1x pairs give "
+                      "more accuracy per second",
+                      ["method"] + [f"{m} ({next(r['activation'] for r in anti if r['model'] == m)})" for m in models])
+        for method in dict.fromkeys(r["method"] for r in anti):
+            cells = []
+            for model in models:
+                r = next((r for r in anti if r["model"] == model and r["method"] == method), None)
+                seeds = f"; seeds {x(r['var_ratio_seeds'])}" if r and r.get("var_ratio_seeds") else ""
+                cells.append(None if r is None or r.get("efficiency") is None
+                             else f"{x(r['efficiency'])} ({x(r['var_ratio'])}{seeds})")
+            table.add(method, *cells)
+        tables.append(table)
+    return tables
 
 
 def speedup(peer, fm) -> float:
@@ -317,10 +372,12 @@ def ops_tables(out: Path, tag: str) -> list[Table]:
     return tables
 
 
-def skipped(found, memory=()) -> str:
+def skipped(found, memory=(), convergence=()) -> str:
     lines = []
-    for script, rows in list(found.items()) + [("memory", memory)]:
-        bad = [r for r in rows if r["median_s" if script != "memory" else "peak_rss_bytes"] is None]
+    measured = {"memory": "peak_rss_bytes", "convergence": "n_mean"}
+    for script, rows in list(found.items()) + [("memory", memory), ("convergence", convergence)]:
+        bad = [r for r in rows if r[measured.get(script, "median_s")] is None
+               and (script != "convergence" or r.get("efficiency") is None)]
         if bad:
             reasons = sorted({(r["error"] or "no timing").split(" (")[0] for r in bad})
             lines.append(f"{script}: {len(bad)} case(s) without timing: {'; '.join(reasons)[:400]}")
@@ -330,8 +387,9 @@ def skipped(found, memory=()) -> str:
 def render(out: Path, tag: str, markdown: bool = False) -> str:
     found = load(out, tag)
     memory = load_memory(out, tag)
+    convergence = load_convergence(out, tag)
     parts = []
-    every = [r for rows in found.values() for r in rows] + memory
+    every = [r for rows in found.values() for r in rows] + memory + convergence
     devices = sorted({r["device"] for r in every if r["device"]})
     if devices:
         parts.append(f"Device: {'; '.join(devices)}  (torch {every[0]['torch']})\n")
@@ -346,7 +404,8 @@ def render(out: Path, tag: str, markdown: bool = False) -> str:
         parts.append(memory_table(memory).render(markdown))
     if found or memory:
         parts.append(targets_table(found, memory).render(markdown))
-    note = skipped(found, memory)
+    parts += [t.render(markdown) for t in convergence_tables(convergence)]
+    note = skipped(found, memory, convergence)
     if note:
         parts.append(note + "\n")
     return "\n".join(p for p in parts if p)

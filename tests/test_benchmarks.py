@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from fastmollify import engine
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import (  # noqa: E402
-    bench_memory, bench_scaling, bench_small, bench_throughput, contenders, fresh_process, memory, peers, ratios,
-    results_io, runner, summary, timing, zoo)
+    bench_convergence, bench_memory, bench_scaling, bench_small, bench_throughput, contenders, fresh_process, memory,
+    peers, ratios, results_io, runner, summary, timing, zoo)
 
 SCRIPTS = {"scaling": bench_scaling, "small": bench_small, "throughput": bench_throughput}
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -132,6 +134,30 @@ def test_memory_benchmark_quick(tmp_path):
     assert (tmp_path / "memory_cpu.png").stat().st_size > 0
     text = summary.render(tmp_path, "cpu")
     assert "Peak memory vs n" in text and "peak memory flat in n, default chunk" in text
+
+
+def test_convergence_benchmark_quick(tmp_path):
+    """tol sample counts against the fixed-n ladder, antithetic efficiency; the tables rendered."""
+    rows = bench_convergence.main(["--quick", "--out", str(tmp_path), "--quiet"])
+    assert (tmp_path / "convergence_cpu.csv").read_text().splitlines()[0].split(",") == list(bench_convergence.FIELDS)
+    tol = [r for r in rows if r["part"] == "tol"]
+    anti = [r for r in rows if r["part"] == "antithetic"]
+    assert {r["method"] for r in tol} == set(bench_convergence.QUICK_METHODS) and len(anti) == 8
+    for row in tol:
+        assert row["error"] is None or "did not reach" in row["error"], row["error"]
+        assert 1 <= row["n_mean"] <= row["n_max"] <= row["cap_samples"] and 0 <= row["reached"] <= 1
+        assert row["units_max"] >= engine.MIN_UNITS and row["t_tol_s"] > 0 and row["hindsight_saving"] >= 1
+        if row["reached"] == 1 and row["n_fixed"] is not None:  # the fixed n reaches tol for every example too
+            assert row["worst_rel_err"] <= row["tol"] and row["worst_rel_err_fixed"] <= row["tol"]
+            assert row["time_saving"] > 0 and row["sample_saving"] > 0
+    for row in anti:
+        assert row["error"] is None, row["error"]
+        assert row["var_plain"] > 0 and row["var_anti"] > 0 and row["efficiency"] > 0
+        assert row["efficiency"] == pytest.approx(row["var_ratio"] * row["time_ratio"])
+    assert all(r["var_ratio_seeds"] > 0 for r in anti if r["seeds"])
+    assert (tmp_path / "convergence_cpu.png").stat().st_size > 0
+    text = summary.render(tmp_path, "cpu")
+    assert "Samples for a relative error" in text and "Antithetic pairs" in text
 
 
 def test_gpu_suite_script_parses():
