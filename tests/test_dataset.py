@@ -374,6 +374,23 @@ def test_integrated_gradients_per_example_noise(work):
     np.testing.assert_allclose(fm.open_store(work / "ig.zarr").maps[:], want.numpy(), rtol=1e-5, atol=1e-7)
 
 
+def test_layer_maps_take_the_layer_shape(work):
+    """With layer= the maps have the layer's output shape, taken from the first example's map."""
+    import fm13_models
+
+    model = fm13_models.make().eval()
+    x = torch.rand(5, 3, 8, 8)
+    fm.attribute_dataset(model, _Tensors(x, torch.zeros(5)), store=work / "layer.zarr", layer="1", n=3, sigma=0.1,
+                         block=2, batch_size=2, reduce="stats", channels_reduce="sum", progress=False)
+    s = fm.open_store(work / "layer.zarr")
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    want = fm.smoothgrad(model, x, predicted, layer="1", n=3, sigma=0.1, reduce="stats")
+    assert s.maps.shape == (5, 8, 8) and s.stderr.shape == (5, 4, 8, 8)
+    np.testing.assert_allclose(s.maps[:], want.mean.sum(1).numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(s.stderr[:], want.stderr.numpy(), rtol=1e-5, atol=1e-7)
+
+
 def test_show_renders_an_overlay(reference, work, capsys):
     assert cli.main(["show", "reference.zarr", "--index", "7", "--out", "seven.png"]) == 0
     assert (work / "seven.png").stat().st_size > 1000

@@ -168,6 +168,8 @@ class _Attributor:
         stats = self._stats(x, target, start)
         maps = (stats.reduce(self.reduce, torch.float32) if self.reduce in ("sq", "var") else stats.mean).float()
         if self.channels_reduce == "sum":
+            if maps.dim() != 4:
+                raise DatasetRunError(f"channels_reduce='sum' needs [C, H, W] maps, got {list(maps.shape[1:])}")
             maps = maps.sum(1)
         return (maps.cpu().numpy(), stats.stderr.float().cpu().numpy() if self.reduce == "stats" else None,
                 targets.cpu().numpy(), scores.float().cpu().numpy(), stats.backend)
@@ -183,9 +185,9 @@ class _Attributor:
 class _Blocks:
     """Block buffers filled example by example; a block is handed out when its last example arrives."""
 
-    def __init__(self, layout, map_shape, map_dtype, example_shape, with_stderr):
+    def __init__(self, layout, map_shape, map_dtype, stderr_shape):
         self.layout, self.map_shape, self.map_dtype = layout, map_shape, map_dtype
-        self.example_shape, self.with_stderr, self.open = example_shape, with_stderr, {}
+        self.stderr_shape, self.open = stderr_shape, {}
 
     def _block(self, b):
         if b not in self.open:
@@ -193,7 +195,7 @@ class _Blocks:
             n = stop - start
             self.open[b] = [stores.BlockData(
                 maps=np.full((n, *self.map_shape), np.nan, dtype=self.map_dtype),
-                stderr=np.full((n, *self.example_shape), np.nan, dtype=np.float32) if self.with_stderr else None,
+                stderr=None if self.stderr_shape is None else np.full((n, *self.stderr_shape), np.nan, np.float32),
                 targets=np.full(n, -1, dtype=np.int64), labels=np.full(n, -1, dtype=np.int64),
                 scores=np.full(n, np.nan, dtype=np.float32), errors=[""] * n), 0]
         return self.open[b]
@@ -291,14 +293,13 @@ def _run(group, model, dataset, path, method, options, batch_size, workers, targ
     if n == 0:
         raise DatasetRunError(f"the data set {source.spec} has no examples")
     first, example_shape = items.probe(n)
-    if channels_reduce == "sum" and len(example_shape) != 3:
-        raise DatasetRunError(f"channels_reduce='sum' needs [C, H, W] examples, got {list(example_shape)}")
-    map_shape = example_shape[1:] if channels_reduce == "sum" else example_shape
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32) \
         if isinstance(model, torch.nn.Module) else torch.float32
     attributor = _Attributor(model, method, options, target, channels_reduce)
     _, image, label, _, _ = items[first]
-    backend = attributor(image[None].to(device, dtype), torch.tensor([label]), first)[-1]  # checks the options too
+    # the first readable example, computed once: checks the options and gives the shapes and the backend
+    maps, stderr, _, _, backend = attributor(image[None].to(device, dtype), torch.tensor([label]), first)
+    map_shape, stderr_shape = maps.shape[1:], None if stderr is None else stderr.shape[1:]
     layout = stores.Layout(n, block or stores.default_block(math.prod(map_shape) * np.dtype(map_dtype).itemsize))
     config = {
         "version": fastmollify.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -322,8 +323,7 @@ def _run(group, model, dataset, path, method, options, batch_size, workers, targ
     outcome = None
     if group.rank == 0:
         try:
-            outcome = stores.prepare(path, config, layout, map_shape, map_dtype, example_shape,
-                                    options.get("reduce") == "stats", overwrite)
+            outcome = stores.prepare(path, config, layout, map_shape, map_dtype, stderr_shape, overwrite)
         except DatasetRunError as error:
             outcome = str(error)
     outcome = group.broadcast(outcome)
@@ -334,7 +334,7 @@ def _run(group, model, dataset, path, method, options, batch_size, workers, targ
     mine = [b for b in share(layout.num_blocks, group.rank, group.world) if not complete[b]]
     wanted = set(mine)
     writer = stores.Writer(path, layout)
-    blocks = _Blocks(layout, map_shape, map_dtype, example_shape, options.get("reduce") == "stats")
+    blocks = _Blocks(layout, map_shape, map_dtype, stderr_shape)
     loader = torch.utils.data.DataLoader(items, batch_sampler=_batches(mine, layout, batch_size),
                                          num_workers=workers, collate_fn=data.collate,
                                          pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)

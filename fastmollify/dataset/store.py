@@ -3,8 +3,8 @@
 Arrays (axis 0 = example, chunked by ``block`` examples, so each block is one chunk of each array
 and ranks write disjoint chunks):
 
-* ``maps`` ``[N, *map_shape]`` (NaN where not computed or skipped); ``stderr`` ``[N, *example_shape]``
-  (only with ``reduce="stats"``: the Monte Carlo standard error per input element);
+* ``maps`` ``[N, *map_shape]`` (NaN where not computed or skipped); ``stderr`` (only with
+  ``reduce="stats"``: the Monte Carlo standard error per element of the unreduced map);
 * ``targets`` (the class explained; -1 for skipped examples and ``[B]``-output models),
   ``labels`` (the data set's labels) and ``scores`` (the model's clean score for the target);
 * ``errors`` (why an example was skipped; "" when it was not);
@@ -102,8 +102,8 @@ def _open_existing(path):
             from None
 
 
-def prepare(path, config: dict, layout: Layout, map_shape, map_dtype: str, example_shape, stderr: bool,
-            overwrite: bool) -> np.ndarray:
+def prepare(path, config: dict, layout: Layout, map_shape, map_dtype: str, stderr_shape, overwrite: bool) \
+        -> np.ndarray:
     """Check or create the store (rank 0 only); returns the ``complete`` flag of every block.
 
     An existing store must hold the same configuration; a different one (or one from another
@@ -131,7 +131,7 @@ def prepare(path, config: dict, layout: Layout, map_shape, map_dtype: str, examp
                                           f"--overwrite to replace it")
                 _remove_partial_files(path)
                 return np.asarray(existing["complete"][:], dtype=bool)
-        _create(path, config, layout, map_shape, map_dtype, example_shape, stderr)
+        _create(path, config, layout, map_shape, map_dtype, stderr_shape)
     except OSError as error:
         raise DatasetRunError(f"cannot write the store --store {path}: {error.strerror or error}; choose a "
                               f"writable path") from None
@@ -140,22 +140,25 @@ def prepare(path, config: dict, layout: Layout, map_shape, map_dtype: str, examp
     return np.zeros(layout.num_blocks, dtype=bool)
 
 
-def _create(path, config, layout, map_shape, map_dtype, example_shape, stderr) -> None:
+def _dims(shape) -> tuple:
+    """Dimension names (for xarray): ``channel, y, x`` for up to three axes, else ``dim_0...``."""
+    names = ("channel", "y", "x")[-len(shape):] if 0 < len(shape) <= 3 else tuple(f"dim_{k}" for k in range(len(shape)))
+    return ("example",) + names
+
+
+def _create(path, config, layout, map_shape, map_dtype, stderr_shape) -> None:
     import zarr
 
     group = zarr.open_group(str(path), mode="w", attributes={CONFIG: config, READY: False})
     n, b = layout.num_examples, layout.block
-    spatial = ("channel", "y", "x")[-len(example_shape):] if len(example_shape) <= 3 else \
-        tuple(f"dim_{k}" for k in range(len(example_shape)))
-    map_dims = ("example",) + spatial[len(example_shape) - len(map_shape):]
 
     def array(name, shape, dtype, fill, dims):
         group.create_array(name, shape=(n,) + tuple(shape), chunks=(b,) + tuple(shape), dtype=dtype,
                            fill_value=fill, dimension_names=dims)
 
-    array("maps", map_shape, map_dtype, np.nan, map_dims)
-    if stderr:
-        array("stderr", example_shape, "float32", np.nan, ("example",) + spatial)
+    array("maps", map_shape, map_dtype, np.nan, _dims(map_shape))
+    if stderr_shape is not None:
+        array("stderr", stderr_shape, "float32", np.nan, _dims(stderr_shape))
     array("targets", (), "int64", -1, ("example",))
     array("labels", (), "int64", -1, ("example",))
     array("scores", (), "float32", np.nan, ("example",))
