@@ -403,13 +403,25 @@ def plot(rows, path) -> None:
         ax.set_ylabel(ylabel, fontsize=8)
         ax.legend(fontsize=7)
 
-    tols = sorted({r["tol"] for r in tol_rows_}, reverse=True)
-    shown = 0.05 if 0.05 in tols else (tols[0] if tols else None)
-    picked = [r for r in tol_rows_ if r["tol"] == shown]
-    if picked:
-        bars(axes[0], picked, lambda r: r["time_saving"] or r["hindsight_saving"],
-             f"tol={shown}: fixed-n time / tol time (where no fixed n up to the cap reached tol: "
-             f"B max n_b / sum n_b)", "saving (x)")
+    saved = [r for r in tol_rows_ if r.get("sample_saving")]
+    if saved:  # the model with the most measured savings: samples saved (bars) and time saved (dots) per tol
+        model = max(dict.fromkeys(r["model"] for r in saved), key=lambda m: sum(r["model"] == m for r in saved))
+        mine = [r for r in saved if r["model"] == model and not r.get("chunk_size")]
+        tols = sorted({r["tol"] for r in mine}, reverse=True)
+        ax, width = axes[0], 0.8 / max(len(tols), 1)
+        for i, tol in enumerate(tols):
+            at = {r["method"]: r for r in mine if r["tol"] == tol}
+            xs = [j + (i - (len(tols) - 1) / 2) * width for j, meth in enumerate(methods) if meth in at]
+            ax.bar(xs, [at[m]["sample_saving"] for m in methods if m in at], width, label=f"tol {tol}: samples")
+            ax.plot(xs, [at[m]["time_saving"] for m in methods if m in at], "k.", markersize=6)
+        ax.plot([], [], "k.", label="time (fixed / tol)")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(methods)), [m.replace("mollify-", "mo-") for m in methods], rotation=40, ha="right",
+                      fontsize=8)
+        ax.set_title(f"tol=: fixed-n ladder / tol, {model} B={mine[0]['B']} (samples: B n_fixed / sum n_b)", fontsize=9)
+        ax.set_ylabel("saving (x)", fontsize=8)
+        ax.legend(fontsize=7)
     if anti:
         bars(axes[1], anti, lambda r: r["efficiency"], "antithetic: (var x time) plain / antithetic", "efficiency (x)")
     fig.suptitle(f"fastmollify convergence - {rows[0]['device']}", fontsize=10)
