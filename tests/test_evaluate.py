@@ -122,3 +122,23 @@ def test_quick_protocol_authors_only(tmp_path):
     assert set(res) >= {"sparseness", "consistency", "invariance", "insertion AUC"}
     assert all(np.all((v[np.isfinite(v)] >= 0) & (v[np.isfinite(v)] <= 1)) for v in res.values())
     assert math.isfinite(float(np.nanmean(res["invariance"])))
+
+
+def test_user_model_on_an_image_folder(tmp_path):
+    import torchvision
+    from PIL import Image
+
+    from fastmollify.evaluation.user import run_user
+
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        Image.effect_noise((40, 40), 60).convert("RGB").save(tmp_path / "imgs" / cls / "0.png")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=3).state_dict(), tmp_path / "w.pt")
+    assert main(["evaluate", "--model", "resnet18", "--weights", str(tmp_path / "w.pt"), "--out", str(tmp_path / "o"),
+                 "--images", "2"]) == 2  # --data is required
+    summary = run_user(tmp_path / "o", arch="resnet18", weights=tmp_path / "w.pt", folder=tmp_path / "imgs", images=2,
+                       size=32, config=QUICK, log=lambda s: None)
+    assert {"Grad", "AdaptGrad c=0.95", "poisson adaptive"} <= set(summary)
+    assert 0 <= summary["SmoothGrad"]["sparseness"]["mean"] <= 1
+    assert "| AdaptGrad c=0.95 |" in (tmp_path / "o" / "user_resnet18.md").read_text()
