@@ -165,7 +165,8 @@ def run(out, quick: bool = False, log=print, config: Config | None = None, retra
                                   + tables.paper1_claims(p1, " adaptive"))
         results["protocols"][proto.name] = dict(paper1=_summary(p1), paper2=_summary(p2), zoo=_summary(zoo),
                                                 seconds={**{f"paper1/{k}": v for k, v in s1.items()},
-                                                         **{f"paper2/{k}": v for k, v in s2.items()}})
+                                                         **{f"paper2/{k}": v for k, v in s2.items()},
+                                                         **{f"zoo/{k}": v for k, v in zoo_seconds.items()}})
     t = time.perf_counter()
     study = dict(eps_sweep=studies.eps_sweep(env, cfg, log), alpha_sweep=studies.alpha_sweep(env, cfg, log),
                  nsweep=studies.nsweep(env, cfg, log), tol=studies.tol_n(env, cfg, log),
@@ -187,6 +188,7 @@ def run(out, quick: bool = False, log=print, config: Config | None = None, retra
                "N (gradients per image)", "mean standard error / mean |map|", "Relative standard error vs N")
     results["seconds"] = time.perf_counter() - start
     from . import report
+    text = report.texts(results, cfg)
     for name, body in report.files(results, text, cfg).items():
         (out / name).write_text(body)
     (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False, allow_nan=True) + "\n")

@@ -43,6 +43,29 @@ def table(results: dict, columns: list, seconds: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_summary(rows: dict, columns: list, seconds: dict) -> str:
+    """``table`` from ``results.json`` summaries (``{row: {metric: {mean, se, images}}}``): the same text."""
+    columns = [c for c in columns if any(c in r for r in rows.values())]
+    head = "| method | " + " | ".join(f"{c} {ARROWS.get(c, '')}".strip() for c in columns) + " | seconds |"
+    lines = [head, "|" + "---|" * (len(columns) + 2)]
+    best = {}
+    for c in columns:
+        means = {m: r[c]["mean"] for m, r in rows.items() if c in r and r[c]["images"]}
+        if means:
+            best[c] = (max if ARROWS.get(c) == "↑" else min)(means, key=means.get)
+
+    def cell(m, c):
+        v = rows[m].get(c)
+        if v is None or not v["images"]:
+            return "n/a"
+        text = f"{v['mean']:.3f} ± {v['se']:.3f}"
+        return f"**{text}**" if best.get(c) == m else text
+
+    for m in rows:
+        lines.append(f"| {m} | " + " | ".join(cell(m, c) for c in columns) + f" | {seconds.get(m, float('nan')):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def paired(a, b):
     """Mean of a - b over images where both are finite, and its standard error."""
     a, b = np.asarray(a, float), np.asarray(b, float)
