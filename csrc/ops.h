@@ -165,6 +165,7 @@ inline PerturbParams check_perturb(const at::Tensor& x, const at::Tensor& out, c
   p.key = core::philox_key(word32(seed_lo, "seed_lo"), word32(seed_hi, "seed_hi"));
   p.stream = word32(stream, "stream");
   p.sample_start = index_range(sample_start, p.samples, "sample_start");
+  TORCH_CHECK(p.samples < INT64_C(0x100000000), "fastmollify.perturb: at most 2**32 - 1 samples per call");
   p.example_offset = index_range(example_offset, p.batch, "example_offset");
   TORCH_CHECK((p.numel + 3) / 4 <= INT64_C(0xFFFFFFFF), "fastmollify.perturb: too many elements per example");
   p.kernel = static_cast<int>(kernel);

@@ -384,10 +384,11 @@ def test_perturb_weights_many_splits_long_lists(backend):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=lambda d: str(d).split(".")[-1])
-@pytest.mark.parametrize("numel", [5, 6, 9, 12, 13, 130], ids=lambda n: f"D={n}")
+@pytest.mark.parametrize("numel", [5, 6, 9, 12, 13, 16, 130], ids=lambda n: f"D={n}")
 def test_perturb_row_tails(backend, dtype, numel):
     # Rows whose length is not a multiple of the vector width (4 elements, 8 for 16-bit types on CUDA):
-    # aligned and unaligned row starts, the partial chunk at each row's end, several samples.
+    # aligned and unaligned row starts, the partial chunk at each row's end, several samples; D = 16
+    # takes the all-vector path.
     backend.need(dtype)
     x = torch.randn(5, numel, device=backend.device).to(dtype)
     lo, hi = torch.tensor([-2.0], device=backend.device), torch.tensor([2.0], device=backend.device)

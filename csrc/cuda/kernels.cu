@@ -122,12 +122,11 @@ __global__ void __launch_bounds__(kThreads)
     const uint32_t group0 = static_cast<uint32_t>(c * G);
     auto samples = [&](auto clip) {  // the sample loop, compiled once with and once without the clamp
       scalar_t* o = out + b * p.numel + e0;
-      for (int64_t s = 0; s < p.samples; ++s, o += row_step) {
+      const uint32_t sample_end = p.sample_start + static_cast<uint32_t>(p.samples);  // check_perturb: no wrap
+      for (uint32_t sample = p.sample_start; sample != sample_end; ++sample, o += row_step) {
         acc_t z[N], y[N];
 #pragma unroll
-        for (int i = 0; i < G; ++i)
-          core::noise4<acc_t>(KERNEL, p.key, group0 + i, p.sample_start + static_cast<uint32_t>(s),
-                              example, p.stream, z + 4 * i);
+        for (int i = 0; i < G; ++i) core::noise4<acc_t>(KERNEL, p.key, group0 + i, sample, example, p.stream, z + 4 * i);
 #pragma unroll
         for (int k = 0; k < N; ++k)
           y[k] = core::noisy_value<acc_t>(decltype(clip)::value, sigma[k], xv[k], lov[k], hiv[k], z[k]);
@@ -226,7 +225,7 @@ __global__ void __launch_bounds__(kThreads)
       store_chunk<scalar_t, acc_t, 4>(out + e0, valid, vector, y);
     }
   };
-  if (w.aligned && g_begin + kWeightBlockGroups <= groups && 4 * groups == w.numel)
+  if (w.aligned && g_begin + kWeightBlockGroups <= groups)
     groups_of_block(std::true_type{});
   else
     groups_of_block(std::false_type{});
