@@ -132,8 +132,14 @@ class _Run:
         kernel = next((nz.kernel for nz in plan.noises or () if nz is not None), kernels.get("gaussian"))
         self.backends = [dispatch.select(plan.backend, x.device, x.dtype, kernel) for x in self.flat]
         self.unit_backend = dispatch.select(plan.backend, self.flat[0].device, torch.float32)
-        self.total = [self._moments(k, backend) for k, backend in enumerate(self.backends)]
-        self.units = [self._moments(k) for k in range(len(self.flat))] if plan.weight_draws or plan.antithetic else None
+        # what the statistics are of: the inputs, or what the objective explains instead (a layer's output)
+        self.explained = list(objective.explained or inputs)
+        self.out_shapes = [t.shape for t in self.explained]
+        out_backends = self.backends if objective.explained is None else [
+            dispatch.select(plan.backend, t.device, t.dtype) for t in self.explained]
+        self.total = [self._moments(k, backend) for k, backend in enumerate(out_backends)]
+        self.units = [self._moments(k) for k in range(len(self.explained))] \
+            if plan.weight_draws or plan.antithetic else None
         self.draw: Optional[list[_Moments]] = None
         self.compose = _COMPOSE.get()
         self.composed: Optional[_Moments] = None
@@ -141,8 +147,8 @@ class _Run:
         self.buffers: list[torch.Tensor] = []
 
     def _moments(self, k: int, backend=None) -> _Moments:
-        x = self.flat[k]
-        return _Moments(backend or self.unit_backend, x.shape[0], x.shape[1], x.device)
+        t = self.explained[k]
+        return _Moments(backend or self.unit_backend, self.batch, t[0].numel(), t.device)
 
     # --- the rows still sampling -------------------------------------------------------------------
 
@@ -227,15 +233,16 @@ class _Run:
         objective = self.objective if self.rows is None else self.objective.subset(self.rows)
         with torch.enable_grad():
             scores = objective.scores(views, samples)
-            grads = torch.autograd.grad(scores.sum(), views, allow_unused=True)
+            targets = objective.targets(views)
+            grads = torch.autograd.grad(scores.sum(), targets, allow_unused=True)
         if all(g is None for g in grads):
             raise ValueError(NOT_DIFFERENTIABLE)
-        return [torch.zeros_like(v) if g is None else g for v, g in zip(views, grads)]
+        return [torch.zeros_like(t) if g is None else g for t, g in zip(targets, grads)]
 
     # --- statistics --------------------------------------------------------------------------------
 
     def start_draw(self) -> None:
-        self.draw = [self._moments(k) for k in range(len(self.flat))]
+        self.draw = [self._moments(k) for k in range(len(self.explained))]
 
     def accumulate(self, grads: Sequence[torch.Tensor], samples: int) -> None:
         """Fold one chunk's gradients into the statistics (antithetic: the pairs' means are the units)."""
@@ -274,7 +281,7 @@ class _Run:
             for moments, v in zip(self.units, values):
                 moments.add(v, self.rows)
         if self.compose is not None:
-            composed = self.compose(values[0].reshape(values[0].shape[0], self.active, *self.shapes[0][1:]))
+            composed = self.compose(values[0].reshape(values[0].shape[0], self.active, *self.out_shapes[0][1:]))
             composed = composed.reshape(composed.shape[0], composed.shape[1], -1)
             if self.composed is None:
                 self.composed = _Moments(self.unit_backend, composed.shape[1], composed.shape[2], composed.device)
@@ -283,9 +290,10 @@ class _Run:
     def stats(self) -> list[Stats]:
         per_example = self.plan.tol is not None
         out = []
-        for k, (total, shape, backend) in enumerate(zip(self.total, self.shapes, self.backends)):
+        for k, (total, shape) in enumerate(zip(self.total, self.out_shapes)):
+            backend = self.backends[min(k, len(self.backends) - 1)]  # the backend that made the noise
             stats = total.stats(shape, backend.name, self.plan.seed, per_example)
-            stats.dtype = self.flat[k].dtype
+            stats.dtype = self.explained[k].dtype
             if self.units is not None:
                 stats.units = self.units[k].stats(shape, backend.name, self.plan.seed, per_example)
             out.append(stats)

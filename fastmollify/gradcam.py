@@ -5,8 +5,8 @@
 Grad-CAM (Selvaraju et al. 2017): ``cam = ReLU(sum_c w_c A_c)`` with ``A`` the layer's
 activation ``[B, C, h, w]`` and ``w_c`` the spatial mean of the gradient of the score with
 respect to ``A_c``. Here that gradient is any method's, with the noise on the layer's output
-(``layer=``): SmoothGrad's, a kernel's, AdaptGrad's (bounds: the activation's range)...;
-``method="gradient"`` is plain Grad-CAM. The map is upsampled (bilinear) to the input's size.
+(``layer=``; or on the input with ``noise_at="input"``): SmoothGrad's, a kernel's, AdaptGrad's
+(bounds: the activation's range)...; ``method="gradient"`` is plain Grad-CAM. The map is upsampled (bilinear) to the input's size.
 """
 from __future__ import annotations
 
@@ -20,13 +20,16 @@ __all__ = ["gradcam"]
 INPUT_NOISE_METHODS = ("gradient", "smoothgrad", "mollify", "adaptgrad", "clipgrad")
 
 
-def gradcam(model, inputs, target=None, *, layer, method: str = "smoothgrad", relu: bool = True,
-            upsample: bool = True, layer_output=None, additional_forward_args=None, **options) -> torch.Tensor:
+def gradcam(model, inputs, target=None, *, layer, method: str = "smoothgrad", noise_at: str = "layer",
+            relu: bool = True, upsample: bool = True, layer_output=None, additional_forward_args=None,
+            **options) -> torch.Tensor:
     """The (smooth) Grad-CAM map ``[B, H, W]`` (``upsample=False``: at the layer's resolution).
 
     ``layer``: a convolutional stage whose output is ``[B, C, h, w]`` (a submodule or its name).
     ``method``: 'gradient' (plain Grad-CAM), 'smoothgrad', 'mollify', 'adaptgrad' or 'clipgrad',
-    with its options (``n``, ``sigma``, ``kernel``...). ``relu=False`` keeps negative evidence.
+    with its options (``n``, ``sigma``, ``kernel``...). ``noise_at``: 'layer' (the noise on the
+    activation) or 'input' (on the image, the gradient taken at the layer; bounds and sigma then
+    refer to the input). ``relu=False`` keeps negative evidence.
     """
     if method not in INPUT_NOISE_METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, INPUT_NOISE_METHODS))} (noise at the layer; "
@@ -39,7 +42,7 @@ def gradcam(model, inputs, target=None, *, layer, method: str = "smoothgrad", re
     if activation.dim() != 4:
         raise ValueError(f"layer {name!r} outputs shape {tuple(activation.shape)}; Grad-CAM needs a feature map "
                          f"[B, C, h, w]: pick a convolutional stage")
-    grads = getattr(methods, method)(model, inputs, target, layer=layer, layer_output=layer_output,
+    grads = getattr(methods, method)(model, inputs, target, layer=layer, layer_output=layer_output, noise_at=noise_at,
                                      additional_forward_args=additional_forward_args, **options)
     weights = grads.float().mean(dim=(2, 3), keepdim=True)
     cam = (weights * activation.float()).sum(1)

@@ -4,6 +4,8 @@ With ``layer=`` (a submodule, or its dotted name in ``model.named_modules()``) t
 the model as they are (token ids, masks, anything with a batch dimension first), tiled over
 the samples; a forward hook replaces the layer's output by its noisy copies, and the
 attribution is the smoothed gradient with respect to that output, ``[B, *layer output]``.
+With ``noise_at="input"`` the (floating) inputs get the noise as usual and the gradient is
+taken at the layer's output instead (weight noise is then allowed too).
 
 The layer's clean output is taken from one forward pass of the clean batch first (the probe):
 it sets the default bounds (its observed range) and is what the noise is added to, so the
@@ -15,7 +17,7 @@ from __future__ import annotations
 import difflib
 import functools
 import numbers
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import torch
@@ -23,7 +25,7 @@ import torch
 from .guard import guard_model
 from .objective import Objective
 
-__all__ = ["resolve", "probe", "site", "LayerObjective", "token_scores"]
+__all__ = ["resolve", "probe", "site", "LayerObjective", "CaptureObjective", "token_scores"]
 
 
 def resolve(model, layer) -> tuple[str, torch.nn.Module]:
@@ -96,8 +98,11 @@ def probe(model, inputs: Sequence, extra: tuple, module: torch.nn.Module, name: 
     return out.clone()
 
 
-def site(model, inputs, extra: tuple, layer, layer_output):
-    """``((clean layer output,), objective factory, layer name)`` for a run with noise at ``layer``."""
+def site(model, inputs, extra: tuple, layer, layer_output, noise_at: str = "layer"):
+    """``(perturbed tensors, objective factory, layer name)`` for a run explaining ``layer``'s output.
+
+    ``noise_at="layer"``: the perturbed tensor is the layer's clean output. ``"input"``: the
+    inputs (floating) are perturbed, and the gradient is taken at the layer's output."""
     name, module = resolve(model, layer)
     if layer_output is not None and (isinstance(layer_output, bool) or not isinstance(layer_output, numbers.Integral)):
         raise TypeError(f"layer_output must be an integer index into the layer's tuple output, got {layer_output!r}")
@@ -109,6 +114,9 @@ def site(model, inputs, extra: tuple, layer, layer_output):
         raise ValueError("all inputs must share the batch size (dimension 0)")
     with guard_model(model):  # the probe changes nothing on the model either
         clean = probe(model, tensors, extra, module, name, layer_output)
+    if noise_at == "input":
+        return tensors, functools.partial(CaptureObjective, module=module, name=name, index=layer_output,
+                                          explained=(clean,)), name
     return (clean,), functools.partial(LayerObjective, inputs=tensors, module=module, name=name,
                                        index=layer_output), name
 
@@ -124,9 +132,7 @@ class LayerObjective(Objective):
     index: Optional[int] = None
 
     def subset(self, rows: torch.Tensor) -> "LayerObjective":
-        base = super().subset(rows)
-        inputs = tuple(x[rows.to(x.device)] for x in self.inputs)
-        return replace(self, target=base.target, extra_args=base.extra_args, batch=base.batch, inputs=inputs)
+        return replace(super().subset(rows), inputs=tuple(x[rows.to(x.device)] for x in self.inputs))
 
     def scores(self, views: Sequence[torch.Tensor], repeats: int) -> torch.Tensor:
         calls = []
@@ -147,6 +153,36 @@ class LayerObjective(Objective):
             raise ValueError(f"layer {self.name!r} ran {len(calls)} times in one forward pass (it ran once in the "
                              f"probe): layer= needs a module that runs exactly once")
         return scores
+
+
+@dataclass
+class CaptureObjective(Objective):
+    """The objective when the noise sits at the inputs and the gradient is taken at ``layer``'s
+    output (``noise_at="input"``): each forward records that output."""
+
+    module: Optional[torch.nn.Module] = None
+    name: str = ""
+    index: Optional[int] = None
+    captured: list = field(default_factory=list)
+
+    def subset(self, rows: torch.Tensor) -> "CaptureObjective":
+        return replace(super().subset(rows), captured=[])
+
+    def scores(self, views: Sequence[torch.Tensor], repeats: int) -> torch.Tensor:
+        self.captured.clear()
+        handle = self.module.register_forward_hook(
+            lambda module, args, output: self.captured.append(_pick(output, self.index, self.name)))
+        try:
+            scores = super().scores(views, repeats)
+        finally:
+            handle.remove()
+        if len(self.captured) != 1:
+            raise ValueError(f"layer {self.name!r} ran {len(self.captured)} times in one forward pass: layer= needs "
+                             f"a module that runs exactly once")
+        return scores
+
+    def targets(self, views: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
+        return self.captured
 
 
 def token_scores(attributions: torch.Tensor, reduce: str = "sum", mask=None) -> torch.Tensor:

@@ -37,7 +37,7 @@ METHODS = ("smoothgrad", "mollify", "adaptgrad", "clipgrad", "noisegrad", "fusio
 __all__ = [*METHODS, "check_options", "COMMON_OPTIONS"]
 
 COMMON_OPTIONS = ("seed", "chunk_size", "reduce", "backend", "output", "additional_forward_args",
-                  "example_offset", "abs", "progress", "tol", "antithetic", "layer", "layer_output")
+                  "example_offset", "abs", "progress", "tol", "antithetic", "layer", "layer_output", "noise_at")
 CAPTUM_NAMES = ("nt_type", "nt_samples", "stdevs", "nt_samples_batch_size")  # what fm.Explainer translates
 
 
@@ -174,22 +174,29 @@ def _explain(method, model, inputs, target, noise_for, options, *, n=1, include_
 
 def _run(model, inputs, target, noise_for, *, n, include_clean, weight_draws, weight_sigma, params, seed=0,
          chunk_size=None, reduce="mean", backend="auto", output="logit", additional_forward_args=None,
-         example_offset=0, abs=False, progress=None, tol=None, antithetic=False, layer=None, layer_output=None):
+         example_offset=0, abs=False, progress=None, tol=None, antithetic=False, layer=None, layer_output=None,
+         noise_at=None):
     if torch.is_inference_mode_enabled():
         raise ValueError("fastmollify needs autograd: call it outside torch.inference_mode()")
     checks.model(model)
     extra = additional_forward_args
     extra = () if extra is None else tuple(extra) if isinstance(extra, (tuple, list)) else (extra,)
+    noise_at = checks.choice("noise_at", noise_at, (None, "layer", "input"))
     if layer is None:
-        if layer_output is not None:
-            raise ValueError("layer_output picks an item of a layer's tuple output: it needs layer=")
+        if layer_output is not None or noise_at is not None:
+            raise ValueError("layer_output and noise_at concern the layer to explain: they need layer=")
+    if layer is None or noise_at == "input":
         tensors, is_tuple = checks.inputs_tuple(inputs, model)
         names = [f"inputs[{k}]" if is_tuple else "inputs" for k in range(len(tensors))]
         objective = engine.Objective
+        if layer is not None:  # one map: the layer's
+            _, objective, _ = layers.site(model, tensors, extra, layer, layer_output, noise_at="input")
+            is_tuple = False
     else:
         if weight_draws:
-            raise ValueError("layer= with weight noise is refused: the layer's clean output changes with every "
-                             "weight draw, so its noise would not be centred on it; use an input-noise method")
+            raise ValueError("layer= with weight noise at the layer is refused: the layer's clean output changes "
+                             "with every weight draw, so its noise would not be centred on it; pass noise_at='input' "
+                             "(the gradient at the layer, noise on the inputs) or use an input-noise method")
         tensors, objective, name = layers.site(model, inputs, extra, layer, layer_output)
         is_tuple, names = False, [f"the output of layer {name!r}"]
     batch = tensors[0].shape[0]

@@ -5,7 +5,7 @@ one batch of ``repeats * B`` rows (sample-major); every message here speaks of t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -28,13 +28,18 @@ class Objective:
     batch: int = 1
 
     checked: bool = False  # the target range is checked once, on the first output (one host sync)
+    explained: Optional[Sequence[torch.Tensor]] = None  # clean tensors of what is explained, if not the inputs
+
+    def targets(self, views: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
+        """What the gradient of the scores is taken with respect to: the (noisy) inputs."""
+        return views
 
     def subset(self, rows: torch.Tensor) -> "Objective":
         """The objective of the examples ``rows`` only (per-example targets and arguments sliced)."""
         extra = tuple(a[rows.to(a.device)] if torch.is_tensor(a) and a.dim() > 0 and a.shape[0] == self.batch else a
                       for a in self.extra_args)
         target = None if self.target is None else self.target[rows.to(self.target.device)]
-        return Objective(self.model, target, self.output, extra, len(rows), checked=self.checked)
+        return replace(self, target=target, extra_args=extra, batch=len(rows))
 
     def scores(self, inputs: Sequence[torch.Tensor], repeats: int) -> torch.Tensor:
         """The explained score of each of the ``repeats * batch`` rows of ``inputs``."""

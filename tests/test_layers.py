@@ -118,8 +118,8 @@ class Twice(torch.nn.Module):
     (lambda m: fm.smoothgrad(m, IDS, 0, layer=torch.nn.Linear(2, 2)), ValueError, "not a submodule"),
     (lambda m: fm.smoothgrad(m, IDS, 0, layer=3), TypeError, "layer must be a submodule"),
     (lambda m: fm.smoothgrad(m, IDS, 0, layer="1", layer_output=0), ValueError, "layer_output=0 indexes a tuple"),
-    (lambda m: fm.smoothgrad(m, IDS, 0, layer_output=0), ValueError, "needs layer="),
-    (lambda m: fm.noisegrad(m, IDS, 0, layer="0"), ValueError, "layer= with weight noise is refused"),
+    (lambda m: fm.smoothgrad(m, IDS, 0, layer_output=0), ValueError, "need layer="),
+    (lambda m: fm.noisegrad(m, IDS, 0, layer="0"), ValueError, "layer= with weight noise at the layer is refused"),
     (lambda m: fm.smoothgrad(Twice(), torch.rand(2, 6), 0, layer="shared"), ValueError, "ran 2 times"),
     (lambda m: fm.smoothgrad(Twice(), torch.rand(2, 6), 0, layer="unused"), ValueError, "ran 0 times"),
     (lambda m: fm.smoothgrad(torch.nn.Sequential(torch.nn.Identity(), m), IDS, 0, layer="0"), ValueError,
@@ -212,3 +212,34 @@ def test_explainer_takes_layer():
     model = text_model()
     got = fm.Explainer(model, method="mollify", kernel="poisson", eps=0.2, layer="0").attribute(IDS, target=1, n=4)
     torch.testing.assert_close(got, fm.mollify(model, IDS, 1, kernel="poisson", eps=0.2, layer="0", n=4))
+
+
+def test_noise_at_the_input_with_the_gradient_at_a_layer_is_the_hand_computed_mean():
+    model, x = cnn(), torch.rand(2, 3, 8, 8)
+    seen = []
+    fm.smoothgrad(lambda t: seen.append(t.detach().clone()) or model(t), x, 1, n=5, sigma=0.1, chunk_size=5)
+    activation = model[1](model[0](seen[0])).detach()  # noisy inputs through the layers before '2'
+    activation = model[2](activation).detach().requires_grad_(True)
+    rest = activation
+    for layer in list(model)[3:]:
+        rest = layer(rest)
+    rest[:, 1].sum().backward()
+    expected = activation.grad.reshape(5, 2, 6, 8, 8).mean(0)
+    got = fm.smoothgrad(model, x, 1, layer="2", noise_at="input", n=5, sigma=0.1)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    weights = fm.noisegrad(model, x, 1, layer="2", noise_at="input", m=2, reduce="stats")  # weight noise: allowed
+    assert weights.mean.shape == (2, 6, 8, 8) and weights.units.n == 2
+
+
+def test_input_noise_gradcam_tends_to_gradcam():
+    model, x = cnn(), torch.rand(2, 3, 8, 8)
+    plain = fm.gradcam(model, x, 1, layer="2", method="gradient")
+    torch.testing.assert_close(fm.gradcam(model, x, 1, layer="2", noise_at="input", sigma=1e-6, n=4), plain,
+                               rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("options,message", [(dict(noise_at="input"), "need layer="),
+                                             (dict(layer="2", noise_at="output"), "noise_at must be one of")])
+def test_noise_at_bad_input(options, message):
+    with pytest.raises(ValueError, match=message):
+        fm.smoothgrad(cnn(), torch.rand(1, 3, 8, 8), 1, **options)
