@@ -18,7 +18,7 @@ if [ ! -f "$STAMP" ] || [ -n "$(find setup.py pyproject.toml csrc -newer "$STAMP
     "$PY" -m pip install -q --upgrade pip setuptools wheel
     "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
     "$PY" -m pip install -q numpy tqdm zarr pytest hypothesis captum==0.9.0 scikit-learn matplotlib quantus ninja \
-        transformers==5.24.0
+        transformers==5.24.0 xarray dask
     export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}" TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" \
         MAX_JOBS="${MAX_JOBS:-2}"
     "$PY" -m pip install -q --no-build-isolation --no-deps -e .
