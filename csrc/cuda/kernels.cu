@@ -109,8 +109,9 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t e0 = c * N;
     const int valid = static_cast<int>(VEC ? N : std::min<int64_t>(N, p.numel - e0));
     const bool full = VEC || valid == N;
+    const scalar_t* xr = x + b * p.numel + e0;
     acc_t xv[N], lov[N], hiv[N], sigma[N];
-    load_chunk<scalar_t, acc_t, N>(x + b * p.numel + e0, valid, VEC || (full && aligned_for<scalar_t, N>(x + b * p.numel + e0)), xv);
+    load_chunk<scalar_t, acc_t, N>(xr, valid, VEC || (full && aligned_for<scalar_t, N>(xr)), xv);
 #pragma unroll
     for (int k = 0; k < N; ++k) {
       const int64_t e = k < valid ? e0 + k : e0;
@@ -126,7 +127,8 @@ __global__ void __launch_bounds__(kThreads)
       for (uint32_t sample = p.sample_start; sample != sample_end; ++sample, o += row_step) {
         acc_t z[N], y[N];
 #pragma unroll
-        for (int i = 0; i < G; ++i) core::noise4<acc_t>(KERNEL, p.key, group0 + i, sample, example, p.stream, z + 4 * i);
+        for (int i = 0; i < G; ++i)
+          core::noise4<acc_t>(KERNEL, p.key, group0 + i, sample, example, p.stream, z + 4 * i);
 #pragma unroll
         for (int k = 0; k < N; ++k)
           y[k] = core::noisy_value<acc_t>(decltype(clip)::value, sigma[k], xv[k], lov[k], hiv[k], z[k]);
