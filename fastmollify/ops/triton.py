@@ -380,7 +380,7 @@ if triton is not None:
 if triton is None:
     _perturb_kernel_jit = _accumulate_kernel_jit = None
 
-_INDEX32 = 2**31 - 1
+_INDEX32 = 2**31 - 1 - 1024  # int32 pair indices while the last tile (at most 1024 pairs) stays below 2**31
 
 
 def _launch_perturb(x, out, lo, hi, seed_lo, seed_hi, stream, sample_start, example_offset, kernel_id, scale,
