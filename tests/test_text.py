@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import fastmollify as fm
-from fastmollify import evaluation_layers, metrics, tabular, text, viz
+from fastmollify import metrics, tabular, text, viz
+from fastmollify.evaluation import inside
 
 
 # --- the data ---------------------------------------------------------------------------------------
@@ -193,12 +194,12 @@ def test_relevant_share_hand_computed():
 # --- the evaluation and the figures ---------------------------------------------------------------------
 
 def test_layer_evaluation_runs_at_quick_size(tmp_path):
-    results = evaluation_layers.run(tmp_path, quick=True, log=lambda *a: None)
+    results = inside.run(tmp_path, quick=True, log=lambda *a: None)
     for name in ("layers.md", "layers.json", "layers_text.png", "layers_gradcam.png"):
         assert (tmp_path / name).stat().st_size > 0
     written = json.loads((tmp_path / "layers.json").read_text())
     expected = {"Grad", "SmoothGrad", "ClipGrad", "AdaptGrad (c=0.95)"} | {
-        f"{k} (r=0.4)" for k in evaluation_layers.KERNELS}
+        f"{k} (r=0.4)" for k in inside.KERNELS}
     for task in ("text", "tabular", "gradcam"):
         assert expected <= set(written[task]["rows"])
         for row in written[task]["rows"].values():

@@ -269,6 +269,12 @@ it exits 1 naming the rows that differ.""", "",
     if "paper2_authors" in text:
         parts += ["### Paper 2, authors' protocol", "", text["paper2_authors"]]
     parts += ["### Other models: a small ResNet (shapes) and the authors' MLP (digits)", "", text["zoo"]]
+    parts += ["### Smoothing inside the network: a Transformer, a tabular MLP, Smooth Grad-CAM", "",
+              f"Noise at the token embeddings of a tiny transformer (token localisation against planted tokens, "
+              f"every method and kernel: paper 1's kernel question for a Transformer), an MLP on "
+              f"scikit-learn's breast-cancer data with decoy features, and Grad-CAM with noise at the layer or "
+              f"the input: [{image_prefix}layers.md]({image_prefix}layers.md) "
+              f"(`python -m fastmollify.evaluation.inside`).", ""]
     if "zoo_authors" in text:
         parts += ["Authors' protocol:", "", text["zoo_authors"]]
     parts += ["### Paper 2's extra noise, ClipGrad's bias, tol-driven N and antithetic pairs", "",

@@ -174,6 +174,8 @@ def run(out, quick: bool = False, log=print, config: Config | None = None, retra
                  clip_bias=studies.clip_bias(env, cfg, log))
     results["studies"] = study
     results["studies_seconds"] = time.perf_counter() - t
+    from . import inside  # smoothing inside the network: its own tables, layers.md
+    results["inside_seconds"] = inside.run(out, quick=quick, log=log)["seconds"]
     claims["sweep"] = tables.sweep_claims(study["nsweep"])
     results["claims"] = claims
     results["verify"] = _verify_values(by_protocol, cfg)
