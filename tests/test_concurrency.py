@@ -69,8 +69,8 @@ def test_many_threads_with_mixed_methods_on_one_model_as_if_alone():
         assert pointers == before[1] and flags == before[2]
 
 
-def test_concurrent_input_noise_calls_share_the_model():
-    """Readers overlap: two slow input-noise calls take about one call's time, not two."""
+def most_calls_inside_at_once(jobs) -> int:
+    """Run ``jobs`` (method name, seed) on one slow model in threads; the most forwards in flight at once."""
     model = Slow().eval()
     inside, most = [0], [0]
     lock = threading.Lock()
@@ -79,46 +79,28 @@ def test_concurrent_input_noise_calls_share_the_model():
         with lock:
             inside[0] += 1
             most[0] = max(most[0], inside[0])
-        time.sleep(0.01)
-        with lock:
-            inside[0] -= 1
-
-    handle = model.net.register_forward_pre_hook(hook)
-    try:
-        threads = [threading.Thread(target=CALLS["smoothgrad"], args=(model, s)) for s in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        handle.remove()
-    assert most[0] > 1
-
-
-def test_a_weight_noise_call_runs_alone():
-    model = Slow().eval()
-    inside, overlap = [0], []
-    lock = threading.Lock()
-
-    def hook(module, args):
-        with lock:
-            inside[0] += 1
-            overlap.append(inside[0])
         time.sleep(0.005)
         with lock:
             inside[0] -= 1
 
     handle = model.net.register_forward_pre_hook(hook)
     try:
-        threads = [threading.Thread(target=CALLS[name], args=(model, 0)) for name in ("noisegrad", "noisegrad",
-                                                                                       "fusiongrad")]
+        threads = [threading.Thread(target=CALLS[name], args=(model, seed)) for name, seed in jobs]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
     finally:
         handle.remove()
-    assert max(overlap) == 1
+    return most[0]
+
+
+def test_concurrent_input_noise_calls_share_the_model():
+    assert most_calls_inside_at_once([("smoothgrad", s) for s in range(4)]) > 1
+
+
+def test_a_weight_noise_call_runs_alone():
+    assert most_calls_inside_at_once([("noisegrad", 0), ("noisegrad", 1), ("fusiongrad", 0)]) == 1
 
 
 class Counter(torch.nn.Module):
