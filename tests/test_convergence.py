@@ -233,3 +233,12 @@ def test_fusiongrad_takes_any_input_noise(inner, options):
 def test_adaptive_and_inner_bad_input(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("kernel", list(CHARACTERISTIC))
+def test_adaptive_kernels_in_every_backend_match_the_reference(backend, kernel):
+    model = _mlp()
+    run = dict(kernel=kernel, adaptive=True, alpha=0.9, bounds=(0, 1), n=6, seed=2)
+    torch.testing.assert_close(fm.mollify(model, X, 1, backend=backend, **run),
+                               fm.mollify(model, X, 1, backend="reference", **run), rtol=1e-4, atol=1e-6)
