@@ -96,7 +96,14 @@ if [ -f benchmarks/bench_ops.py ]; then
     done
     tail -4 "$RESULTS/gpu_log_ops.txt"
 fi
-bench throughput 100 $PY -m benchmarks.bench_throughput --out "$RESULTS"
+bench throughput 85 $PY -m benchmarks.bench_throughput --out "$RESULTS"
+budget=$(left)
+if [ "$budget" -gt 30 ]; then  # data-set pipeline: ResNet-18, one process per GPU (a multi-GPU row when several)
+    log "data set (at most ${budget}s, log $RESULTS/gpu_log_dataset.txt)"
+    timeout "$budget" $PY benchmarks/bench_dataset.py --device cuda --rounds 1 --out "$RESULTS" \
+        > "$RESULTS/gpu_log_dataset.txt" 2>&1 || log "dataset exit status $?"
+    tail -4 "$RESULTS/gpu_log_dataset.txt"
+fi
 
 log "summary"
 $PY -m benchmarks.summary --tag gpu --out "$RESULTS" --markdown > "$RESULTS/summary_gpu.md" 2>/dev/null
