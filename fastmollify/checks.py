@@ -141,6 +141,16 @@ def same_device(model, x: torch.Tensor) -> None:
             return
 
 
+def model_device(model, device=None) -> torch.device:
+    """``device`` if given, else where the model's parameters live (the CPU for a function)."""
+    if device is not None:
+        return torch.device(device)
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return p.device
+    return torch.device("cpu")
+
+
 def same_dtype(model, x: torch.Tensor, name: str) -> None:
     """Refuse inputs whose dtype no floating parameter of the model has (unless autocast is on)."""
     if not isinstance(model, torch.nn.Module) or torch.is_autocast_enabled(x.device.type):

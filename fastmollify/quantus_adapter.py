@@ -15,22 +15,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import compose, methods
+from . import checks, compose, methods
 
 __all__ = ["quantus_explain_func", "METHODS"]
 
 METHODS = {name: getattr(methods, name) for name in
            ("gradient", "smoothgrad", "mollify", "adaptgrad", "clipgrad", "noisegrad", "fusiongrad")}
 METHODS.update(integrated_gradients=compose.integrated_gradients, gradient_x_input=compose.gradient_x_input)
-
-
-def _device(model, device):
-    if device is not None:
-        return torch.device(device)
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            return p.device
-    return torch.device("cpu")
 
 
 def quantus_explain_func(model, inputs, targets, *, method="smoothgrad", reduce_axes=(1,), keepdims: bool = True,
@@ -48,7 +39,7 @@ def quantus_explain_func(model, inputs, targets, *, method="smoothgrad", reduce_
         explain = METHODS[method]
     else:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)} or pass a callable")
-    dev = _device(model, device)
+    dev = checks.model_device(model, device)
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs,
                         dtype=torch.float32).to(dev)
     target = None if targets is None else torch.as_tensor(np.asarray(targets) if not isinstance(

@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .. import compose, methods
+from .. import checks, compose, methods
 from . import data
 from . import store as stores
 from .distributed import Group, share
@@ -241,15 +241,6 @@ def _runs(indices) -> list:
     return out
 
 
-def _device(device, model) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            return p.device
-    return torch.device("cpu")
-
-
 def attribute_dataset(model, dataset, store, method: str = "smoothgrad", *, batch_size: int = 32, workers: int = 0,
                       target="predicted", size=None, mean=None, std=None, channels: int = 3,
                       map_dtype: str = "float32", channels_reduce: str = "none",
@@ -270,7 +261,7 @@ def attribute_dataset(model, dataset, store, method: str = "smoothgrad", *, batc
     """
     options = dict(method_options)
     _check_arguments(method, options, target, map_dtype, channels_reduce, batch_size, workers, limit, block)
-    device = _device(device, model)
+    device = checks.model_device(model, device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # NCCL and pinned-memory copies use the current device
     group = Group.from_env(device.type == "cuda")
