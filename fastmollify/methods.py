@@ -179,27 +179,6 @@ def _run(model, inputs, target, noise_for, *, n, include_clean, weight_draws, we
     if torch.is_inference_mode_enabled():
         raise ValueError("fastmollify needs autograd: call it outside torch.inference_mode()")
     checks.model(model)
-    extra = additional_forward_args
-    extra = () if extra is None else tuple(extra) if isinstance(extra, (tuple, list)) else (extra,)
-    noise_at = checks.choice("noise_at", noise_at, (None, "layer", "input"))
-    if layer is None:
-        if layer_output is not None or noise_at is not None:
-            raise ValueError("layer_output and noise_at concern the layer to explain: they need layer=")
-    if layer is None or noise_at == "input":
-        tensors, is_tuple = checks.inputs_tuple(inputs, model)
-        names = [f"inputs[{k}]" if is_tuple else "inputs" for k in range(len(tensors))]
-        objective = engine.Objective
-        if layer is not None:  # one map: the layer's
-            _, objective, _ = layers.site(model, tensors, extra, layer, layer_output, noise_at="input")
-            is_tuple = False
-    else:
-        if weight_draws:
-            raise ValueError("layer= with weight noise at the layer is refused: the layer's clean output changes "
-                             "with every weight draw, so its noise would not be centred on it; pass noise_at='input' "
-                             "(the gradient at the layer, noise on the inputs) or use an input-noise method")
-        tensors, objective, name = layers.site(model, inputs, extra, layer, layer_output)
-        is_tuple, names = False, [f"the output of layer {name!r}"]
-    batch = tensors[0].shape[0]
     checks.choice("reduce", reduce, REDUCTIONS)
     checks.choice("output", output, ("logit", "softmax"))
     n = checks.positive_int("n", n)
@@ -222,8 +201,30 @@ def _run(model, inputs, target, noise_for, *, n, include_clean, weight_draws, we
         weight_params=_weight_indices(model, params) if weight_draws else None,
         include_clean=include_clean, abs=checks.boolean("abs", abs),
         chunk_size=None if chunk_size is None else checks.positive_int("chunk_size", chunk_size),
-        backend=backend, example_offset=checks.stream_index("example_offset", example_offset, batch),
-        progress=checks.boolean("progress", progress, allow_none=True), tol=tol, antithetic=antithetic)
+        backend=backend, progress=checks.boolean("progress", progress, allow_none=True), tol=tol,
+        antithetic=antithetic)
+    extra = additional_forward_args
+    extra = () if extra is None else tuple(extra) if isinstance(extra, (tuple, list)) else (extra,)
+    noise_at = checks.choice("noise_at", noise_at, (None, "layer", "input"))
+    if layer is None:
+        if layer_output is not None or noise_at is not None:
+            raise ValueError("layer_output and noise_at concern the layer to explain: they need layer=")
+    elif noise_at != "input" and weight_draws:
+        raise ValueError("layer= with weight noise at the layer is refused: the layer's clean output changes "
+                         "with every weight draw, so its noise would not be centred on it; pass noise_at='input' "
+                         "(the gradient at the layer, noise on the inputs) or use an input-noise method")
+    if layer is None or noise_at == "input":
+        tensors, is_tuple = checks.inputs_tuple(inputs, model)
+        names = [f"inputs[{k}]" if is_tuple else "inputs" for k in range(len(tensors))]
+        objective = engine.Objective
+        if layer is not None:  # one map: the layer's (the probe is the first model call)
+            _, objective, _ = layers.site(model, tensors, extra, layer, layer_output, noise_at="input")
+            is_tuple = False
+    else:  # the probe is the first model call
+        tensors, objective, name = layers.site(model, inputs, extra, layer, layer_output)
+        is_tuple, names = False, [f"the output of layer {name!r}"]
+    batch = tensors[0].shape[0]
+    plan.example_offset = checks.stream_index("example_offset", example_offset, batch)
     checks.stream_index("the sample index", 0, n * max(weight_draws, 1), " (n * m samples)")
     target = checks.target(target, batch, tensors[0].device)
     plan.noises = None if noise_for is None else [noise_for(x, k, names[k]) for k, x in enumerate(tensors)]
