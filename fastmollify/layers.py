@@ -56,12 +56,11 @@ def _pick(output, index: Optional[int], name: str) -> torch.Tensor:
             raise ValueError(f"layer_output={index} indexes a tuple, but layer {name!r} returns one tensor: drop it")
         return output
     if isinstance(output, (tuple, list)) and output:
-        chosen = output[0 if index is None else index] if index is None or -len(output) <= index < len(output) \
-            else None
-        if chosen is None:
+        position = 0 if index is None else index
+        if not -len(output) <= position < len(output):
             raise ValueError(f"layer_output={index} is out of range: layer {name!r} returns {len(output)} items")
-        if torch.is_tensor(chosen):
-            return chosen
+        if torch.is_tensor(output[position]):
+            return output[position]
     raise ValueError(f"layer {name!r} returns {type(output).__name__}; it must return a tensor, or a tuple whose "
                      f"first item (or item layer_output=i) is one")
 
