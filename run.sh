@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # fastmollify's two set-up commands (and a few more):
-#   ./run.sh demo    train the built-in model and explain a few images with every method
+#   ./run.sh demo    load the built-in model and explain a few images with every method
 #   ./run.sh test    run the test suite
 #   ./run.sh bench   the CPU benchmark suite;  ./run.sh <args>  any `python -m fastmollify` subcommand
 # Each creates .venv (or $FASTMOLLIFY_VENV) on first use and installs the pinned torch 2.14.1

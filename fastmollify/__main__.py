@@ -47,7 +47,7 @@ def demo(args) -> int:
     _threads(args.threads)
     out = Path(args.out)
     start = time.perf_counter()
-    print("training the built-in CNN on synthetic shapes (cached after the first run) ...", flush=True)
+    print("loading the built-in CNN for the synthetic shapes (its weights ship with the package) ...", flush=True)
     model = models.shapes_model(verbose=args.verbose)
     x, y, _ = data.shapes(max(args.images, 64), seed=7)
     acc = models.accuracy(model, x, y)
@@ -424,8 +424,8 @@ def parser() -> argparse.ArgumentParser:
 
     sub = p.add_subparsers(dest="command", metavar="{demo,attribute,show,evaluate,check,bench}")
 
-    d = sub.add_parser("demo", help="train the built-in model, explain a few images with every method, write a PNG",
-                       description="Train the built-in CNN on synthetic shapes (seeded; cached), explain a few test "
+    d = sub.add_parser("demo", help="load the built-in model, explain a few images with every method, write a PNG",
+                       description="Load the built-in CNN for synthetic shapes (shipped weights), explain a few test "
                        "images with every method, write a PNG grid and print (method, seconds, mean standard error).")
     d.add_argument("--out", default="fastmollify-out", help="output folder (default: ./fastmollify-out)")
     d.add_argument("--images", type=int, default=4, help="images to explain (default 4)")
