@@ -5,7 +5,6 @@ import math
 import shutil
 import socket
 
-import numpy as np
 import pytest
 import torch
 

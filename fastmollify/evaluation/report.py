@@ -261,7 +261,7 @@ it exits 1 naming the rows that differ.""", "",
              text["paper1"]]
     if "paper1_authors" in text:
         parts += ["### Paper 1, authors' protocol", "", text["paper1_authors"]]
-    parts += [f"### Paper 1's eps sweep and alpha sweep", "",
+    parts += ["### Paper 1's eps sweep and alpha sweep", "",
               f"![eps sweep]({image_prefix}eps_sweep.png)", "", f"![alpha sweep]({image_prefix}alpha_sweep.png)", "",
               f"N = {cfg.sweep_n}, {cfg.sweep_shapes_images} shapes and {cfg.sweep_digits_images} digits images per "
               "point (default protocol); the numbers are in `evaluation/sweeps.md`.", "",

@@ -12,7 +12,7 @@ import numpy as np
 from .. import data, kernels, models, viz
 from . import specs, studies, tables
 from .config import AUTHORS, DEFAULT, FULL, KERNELS, QUICK, Config, Protocol
-from .measure import SHAPES, evaluate_method, maps, setup, targets
+from .measure import SHAPES, evaluate_method, maps, setup
 
 __all__ = ["run", "VERIFY_ROWS", "P1_COLUMNS", "P2_COLUMNS"]
 

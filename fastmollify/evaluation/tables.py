@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .config import ADAPT_CS, KERNELS
+from .config import KERNELS
 
 __all__ = ["ARROWS", "fmt", "table", "paired", "verdict", "paper2_claims", "paper1_claims", "sweep_claims"]
 

@@ -9,8 +9,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from .. import data, models
 from . import specs, tables
 from .config import FULL, PROTOCOLS, Config
