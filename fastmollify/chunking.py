@@ -57,8 +57,12 @@ class _SavedBytes:
 
     def pack(self, t: torch.Tensor) -> torch.Tensor:
         if t.grad_fn is not None or t.requires_grad:  # constants (weights, buffers) do not grow with the chunk
-            storage = t.untyped_storage()
-            self.storages[storage.data_ptr()] = storage.nbytes()
+            try:
+                storage = t.untyped_storage()
+            except (RuntimeError, NotImplementedError):  # a tensor without plain storage (a subclass): its size
+                self.storages[id(t)] = t.numel() * t.element_size()
+            else:
+                self.storages[storage.data_ptr()] = storage.nbytes()
         return t
 
     @property
