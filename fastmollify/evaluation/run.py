@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import data, kernels, models, viz
+from .. import data, models, viz
 from . import specs, studies, tables
 from .config import AUTHORS, DEFAULT, FULL, KERNELS, QUICK, Config, Protocol
 from .measure import SHAPES, evaluate_method, maps, setup
@@ -34,16 +34,6 @@ def _run_table(name, table_specs, env, cfg, proto, log, **options):
         seconds[row] = time.perf_counter() - t
         log(f"  [{proto.name}] {name} {row}: {seconds[row]:.1f} s")
     return res, seconds
-
-
-def _summary(res: dict) -> dict:
-    out = {}
-    for row, metrics in res.items():
-        out[row] = {}
-        for k, v in metrics.items():
-            m, se, count = tables.mean_se(v)
-            out[row][k] = dict(mean=m, se=se, images=count)
-    return out
 
 
 def _settings(cfg: Config, proto: Protocol, env) -> str:
@@ -135,7 +125,7 @@ def run(out, quick: bool = False, log=print, config: Config | None = None, retra
     results = dict(config=asdict(cfg), protocols={}, accuracy=env["acc"], retrained=retrain,
                    weights={k: v["sha256"] for k, v in models.manifest().items() if not k.startswith("_")}
                    if not retrain else {})
-    by_protocol, claims, text = {}, {}, {}
+    by_protocol, claims = {}, {}
     for proto in chosen:
         p1, s1 = _run_table("paper 1", specs.paper1(cfg, proto), env, cfg, proto, log, faithfulness=False, pic=False)
         p2, s2 = _run_table("paper 2", specs.paper2(cfg, proto), env, cfg, proto, log)
@@ -146,24 +136,11 @@ def run(out, quick: bool = False, log=print, config: Config | None = None, retra
         zoo = {row: {**zs[row], **{f"MLP {k}": v for k, v in zd[row].items()}} for row in zs}
         zoo_seconds = {row: szs[row] + szd[row] for row in zs}
         by_protocol[proto.name] = dict(paper1=p1, paper2=p2, zoo=zoo)
-        suffix = f"_{proto.name}" if proto.name != "default" else ""
-        settings = _settings(cfg, proto, env)
-        eps_line = ("eps from (r, alpha = " + f"{cfg.kernel_alpha}): r = {cfg.kernel_r} of the data range: "
-                    + ", ".join(f"{k} {kernels.get(k).eps_from(cfg.kernel_r, cfg.kernel_alpha):.4g}" for k in KERNELS)
-                    + "; adaptive: each element's eps_j = eps_from(r_j, alpha), r_j its distance to the nearer bound.\n\n")
-        text[f"paper1{suffix}"] = tables.table(p1, P1_COLUMNS, s1) + "\n" + eps_line + settings
-        text[f"paper2{suffix}"] = tables.table(p2, P2_COLUMNS, s2) + "\n" + settings
-        zoo_cols = ["sparseness", "localisation", "pointing game", "insertion AUC", "deletion AUC", "MLP consistency",
-                    "MLP invariance"]
-        tables.ARROWS.update({"MLP consistency": "↓", "MLP invariance": "↑"})
-        text[f"zoo{suffix}"] = (tables.table(zoo, zoo_cols, zoo_seconds) + "\n" + f"Shapes columns: the small ResNet "
-                                f"(`models.shapes_resnet`), {cfg.zoo_shapes_images} images; MLP columns: the 64-200-10 "
-                                f"MLP (`models.digits_mlp`, normal / random-label / +1-shifted), {cfg.zoo_digits_images} "
-                                f"digits. {settings}")
         claims[proto.name] = dict(paper2=tables.paper2_claims(p2),
                                   paper1=tables.paper1_claims(p1, f" (r={cfg.kernel_r:g})")
                                   + tables.paper1_claims(p1, " adaptive"))
-        results["protocols"][proto.name] = dict(paper1=_summary(p1), paper2=_summary(p2), zoo=_summary(zoo),
+        results["protocols"][proto.name] = dict(paper1=tables.summarise(p1), paper2=tables.summarise(p2),
+                                                zoo=tables.summarise(zoo),
                                                 seconds={**{f"paper1/{k}": v for k, v in s1.items()},
                                                          **{f"paper2/{k}": v for k, v in s2.items()},
                                                          **{f"zoo/{k}": v for k, v in zoo_seconds.items()}})

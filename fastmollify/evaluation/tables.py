@@ -7,7 +7,7 @@ import numpy as np
 
 from .config import KERNELS
 
-__all__ = ["ARROWS", "fmt", "table", "paired", "verdict", "paper2_claims", "paper1_claims", "sweep_claims"]
+__all__ = ["ARROWS", "summarise", "table", "table_summary", "paired", "verdict", "paper2_claims", "paper1_claims", "sweep_claims"]
 
 ARROWS = {"sparseness": "↑", "localisation": "↑", "pointing game": "↑", "insertion AUC": "↑", "deletion AUC": "↓",
           "SIC AUC": "↑", "AIC AUC": "↑", "consistency": "↓", "invariance": "↑"}
@@ -22,25 +22,15 @@ def mean_se(values: np.ndarray):
     return float(v.mean()), se, len(v)
 
 
-def fmt(values) -> str:
-    m, se, k = mean_se(values)
-    return "n/a" if k == 0 else f"{m:.3f} ± {se:.3f}"
+def summarise(results: dict) -> dict:
+    """``{row: {metric: per-image values}}`` as ``{row: {metric: {mean, se, images}}}`` (``results.json``)."""
+    return {row: {k: dict(zip(("mean", "se", "images"), mean_se(v))) for k, v in metrics.items()}
+            for row, metrics in results.items()}
 
 
 def table(results: dict, columns: list, seconds: dict) -> str:
     """Rows = methods, columns = metrics (mean ± s.e. over images), the best of each column in bold."""
-    columns = [c for c in columns if any(c in r for r in results.values())]
-    head = "| method | " + " | ".join(f"{c} {ARROWS.get(c, '')}".strip() for c in columns) + " | seconds |"
-    lines = [head, "|" + "---|" * (len(columns) + 2)]
-    best = {}
-    for c in columns:
-        means = {m: mean_se(r[c])[0] for m, r in results.items() if c in r and mean_se(r[c])[2]}
-        if means:
-            best[c] = (max if ARROWS.get(c) == "↑" else min)(means, key=means.get)
-    for m, r in results.items():
-        cells = [("n/a" if c not in r else f"**{fmt(r[c])}**" if best.get(c) == m else fmt(r[c])) for c in columns]
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {seconds.get(m, float('nan')):.1f} |")
-    return "\n".join(lines) + "\n"
+    return table_summary(summarise(results), columns, seconds)
 
 
 def table_summary(rows: dict, columns: list, seconds: dict) -> str:
