@@ -193,6 +193,34 @@ def test_kernel_noise(backend, kernel):
     _assert_close(out, expected, torch.float32)
 
 
+TRANSFORM_ULPS = 3.0
+
+
+@pytest.mark.parametrize("kernel", ("poisson", "hyperbolic", "sigmoid"))
+def test_magnitudes_against_float64_closed_forms(backend, kernel):
+    """The float32 magnitude formulas (fastmath.h, Triton's twins) against the kernels' closed forms in float64.
+
+    On the same uniforms (the reference backend at float64), the error is at most TRANSFORM_ULPS
+    units of 2^-23 |z| where |z| >= 1, and of 2^-23 below. csrc/core/fit_polynomials.py measures the
+    formulas over all 2^23 uniforms: at most 2.49 (host rounding) and 2.03 (contracted multiply-adds);
+    the GPU's Newton-refined reciprocal is within about half an ulp, like the host's division.
+    """
+    backend.need(torch.float32, kernel)
+    interpreted = backend.name == "triton" and backend.device.type == "cpu"
+    x = torch.zeros(16, 2**10 if interpreted else 2**16)
+    kwargs = dict(seed=BIG_SEED + 7, stream=3, sample_start=0, example_offset=0, kernel=kernels.get(kernel).id,
+                  scale=1.0, sigma_mode=FIXED, clip=False)
+    out = torch.empty(4, *x.shape, device=backend.device)
+    backend.ops.perturb(x.to(backend.device), out, None, None, **kwargs)  # x = 0, scale 1: out = z
+    exact = torch.empty(4, *x.shape, dtype=torch.float64)
+    ref.perturb(x.double(), exact, None, None, **kwargs)
+    error = (out.cpu().double() - exact).abs() / (EPS32 * exact.abs().clamp(min=1))
+    worst = int(error.argmax())
+    assert float(error.max()) <= TRANSFORM_ULPS, (
+        f"{kernel}: {float(error.max()):.2f} x 2^-23 at z = {exact.flatten()[worst].item()!r} "
+        f"(got {out.flatten()[worst].item()!r})")
+
+
 @pytest.mark.parametrize("per_element", [True, False], ids=["bounds[D]", "bounds[1]"])
 @pytest.mark.parametrize("clip", [False, True], ids=["noclip", "clip"])
 @pytest.mark.parametrize("mode", [FIXED, RANGE, ADAPTIVE], ids=["fixed", "range", "adaptive"])

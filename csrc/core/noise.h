@@ -32,27 +32,24 @@ constexpr double kPi = 3.141592653589793;
 
 // Math on acc_t (float or double): one overload set usable on host and device. float uses the
 // branch-free formulas of fastmath.h (those of the Triton backend) on the host and on the GPU;
-// double uses libm / libdevice.
-FM_HOST_DEVICE FM_INLINE double fm_log(double x) { return ::log(x); }
+// double uses libm / libdevice on the reference's formulas (kernels.py).
 // log u for u in (v, upper) form (noise.py): log(1 - v) when upper, else log(v).
 FM_HOST_DEVICE FM_INLINE double fm_log_uniform(double v, bool upper) { return upper ? ::log1p(-v) : ::log(v); }
-FM_HOST_DEVICE FM_INLINE double fm_logit(double v) { return ::log1p(-v) - ::log(v); }  // log((1 - v) / v)
+FM_HOST_DEVICE FM_INLINE float fm_log_uniform(float v, bool upper) { return fast_log_uniformf(v, upper); }
 FM_HOST_DEVICE FM_INLINE float fm_sqrt(float x) { return ::sqrtf(x); }
 FM_HOST_DEVICE FM_INLINE double fm_sqrt(double x) { return ::sqrt(x); }
 FM_HOST_DEVICE FM_INLINE void fm_sincos(double a, double* s, double* c) {
   *s = ::sin(a);
   *c = ::cos(a);
 }
-FM_HOST_DEVICE FM_INLINE double fm_tan(double x) { return ::tan(x); }
-FM_HOST_DEVICE FM_INLINE float fm_log(float x) { return fast_logf(x); }
-FM_HOST_DEVICE FM_INLINE float fm_log_uniform(float v, bool upper) { return fast_log_uniformf(v, upper); }
-FM_HOST_DEVICE FM_INLINE float fm_logit(float v) { return fast_logitf(v); }
 FM_HOST_DEVICE FM_INLINE void fm_sincos(float a, float* s, float* c) { fast_sincosf(a, s, c); }
-FM_HOST_DEVICE FM_INLINE float fm_tan(float x) {
-  float s, c;
-  fast_sincosf(x, &s, &c);
-  return s / c;
-}
+// The magnitudes of kernels.py at v in (0, 1/2].
+FM_HOST_DEVICE FM_INLINE double cauchy_magnitude(double v) { return ::cos(kPi * v) / ::sin(kPi * v); }
+FM_HOST_DEVICE FM_INLINE float cauchy_magnitude(float v) { return fast_cot_pif(v); }
+FM_HOST_DEVICE FM_INLINE double sech_magnitude(double v) { return -(2.0 / kPi) * ::log(::tan((kPi / 2.0) * v)); }
+FM_HOST_DEVICE FM_INLINE float sech_magnitude(float v) { return fast_sech_magnitudef(v); }
+FM_HOST_DEVICE FM_INLINE double logistic_magnitude(double v) { return ::log1p(-v) - ::log(v); }
+FM_HOST_DEVICE FM_INLINE float logistic_magnitude(float v) { return fast_logitf(v); }
 
 // Rounded product and sum that the compiler may not fuse into an FMA (nvcc contracts by
 // default; the host build uses -ffp-contract=off). PyTorch rounds each op separately.
@@ -93,7 +90,8 @@ FM_HOST_DEVICE FM_INLINE void symmetric_uniform(uint32_t word, acc_t* v, bool* u
   const bool up = k >= (1u << 23);
   const uint32_t m = up ? ((1u << 24) - 1u - k) : k;  // < 2^23: exact in float
   *upper = up;
-  *v = (static_cast<acc_t>(m) + static_cast<acc_t>(0.5)) * static_cast<acc_t>(5.9604644775390625e-08);
+  // (m + 1/2) 2^-24 = m 2^-24 + 2^-25, both steps exact: one multiply-add.
+  *v = static_cast<acc_t>(m) * static_cast<acc_t>(5.9604644775390625e-08) + static_cast<acc_t>(2.98023223876953125e-08);
 }
 
 // |z| of the lower-tail inverse CDF at v in (0, 1/2] for the non-Gaussian built-ins
@@ -101,15 +99,12 @@ FM_HOST_DEVICE FM_INLINE void symmetric_uniform(uint32_t word, acc_t* v, bool* u
 template <typename acc_t>
 FM_HOST_DEVICE FM_INLINE acc_t magnitude(int kernel, acc_t v) {
   switch (kernel) {
-    case kPoisson: {  // Cauchy: cos(pi v) / sin(pi v)
-      acc_t s, c;
-      fm_sincos(static_cast<acc_t>(kPi) * v, &s, &c);
-      return c / s;
-    }
+    case kPoisson:  // Cauchy: cot(pi v)
+      return cauchy_magnitude(v);
     case kHyperbolic:  // -(2/pi) log(tan((pi/2) v))
-      return static_cast<acc_t>(-(2.0 / kPi)) * fm_log(fm_tan(static_cast<acc_t>(kPi / 2.0) * v));
+      return sech_magnitude(v);
     case kSigmoid:  // logistic: log(1 - v) - log(v)
-      return fm_logit(v);
+      return logistic_magnitude(v);
     default:  // kRectangular: 1 - 2v (exact)
       return static_cast<acc_t>(1) - static_cast<acc_t>(2) * v;
   }
