@@ -4,10 +4,12 @@ Every kernel follows the noise-stream contract of ``fastmollify.noise`` bit for 
 transform: Philox4x32-10 (``tl.philox``) with key ``(seed & 0xffffffff, seed >> 32)`` and counter
 ``(j >> 2, sample, example, stream)``, one Philox call per group of four elements, the exact
 ``(v, upper)`` uniform, Box-Muller and the symmetric inverse CDFs of ``fastmollify.kernels``.
-The transcendental functions (log, sin, cos) are written here in plain Triton arithmetic, the
-formulas of ``csrc/core/fastmath.h`` (Cephes-style range reduction and polynomials, about 1 ulp;
-one polynomial per Box-Muller pair, one sin/cos reduction), so the code the CPU tests run under
-the interpreter is the code the GPU runs, and no fast hardware approximation slips in.
+The transcendental functions (log, sin/cos, the Cauchy, hyperbolic-secant and logistic magnitudes)
+are written here in plain Triton arithmetic, the formulas of ``csrc/core/fastmath.h`` (range
+reductions and polynomials, 1-2.5 ulp; one logarithm per Box-Muller pair, one sin/cos reduction; no
+sin/cos or division in the other magnitudes), so the code the CPU tests run under the interpreter is
+the code the GPU runs. The one hardware approximation is the reciprocal (``_rcp``: ``rcp.approx`` and
+a Newton step, within about half an ulp), which the interpreter computes by division.
 
 Multiply-adds: compiled kernels contract ``a * b + c`` into one rounding (``enable_fp_fusion=True``,
 ``_COMPILE_OPTIONS``, as nvcc does for the CUDA backend); the interpreter and the CPU backend
