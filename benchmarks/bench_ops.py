@@ -18,6 +18,7 @@ both the ops and the copy yardstick.
     python benchmarks/bench_ops.py                     # small size on the CPU (or the GPU if any)
     python benchmarks/bench_ops.py --size imagenet     # B=64, D=3x224x224, S=8
     python benchmarks/bench_ops.py --quick             # tiny smoke run, writes nothing
+    python benchmarks/bench_ops.py --kernel poisson --ops perturb   # one op, another kernel's noise
 
 Results: ``benchmarks/results/ops_<device>.json`` (rows of device, backend, op, dtype, B, D, S,
 median_s, GBps, copy_GBps, fraction_of_copy, ...; rows of other sizes are kept) and a bar plot
@@ -227,6 +228,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--dtype", default="float32", help="comma list of " + ", ".join(DTYPES))
     parser.add_argument("--kernel", default="gaussian", choices=kernels.BUILTIN)
+    parser.add_argument("--ops", default=",".join(OPS), help="comma list of " + ", ".join(OPS) + " (default: all)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per measurement before cutting repeats")
@@ -234,6 +236,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
+    ops = tuple(op.strip() for op in args.ops.split(",") if op.strip())
+    unknown = sorted(set(ops) - set(OPS))
+    if unknown or not ops:
+        parser.error(f"--ops: unknown op(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(OPS)}")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -246,7 +252,7 @@ def main(argv=None) -> int:
         names, skipped = backends_for(device, dtype, args.kernel)
         for name, reason in skipped.items():
             print(f"# {name}: not timed ({reason})")
-        for op in OPS:
+        for op in ops:
             nbytes = traffic_bytes(op, B, D, S, dtype)
             copy_gbps = copy_bandwidth(nbytes, device, warmup, repeats, min_s)
             for name in names:
@@ -263,7 +269,7 @@ def main(argv=None) -> int:
                 print(f"{device.type:4s} {name:9s} {op:15s} {dtype_name:8s} B={B} D={D} S={S}: "
                       f"{seconds * 1e3:9.2f} ms  {gbps:8.3f} GB/s  ({gbps / copy_gbps:6.1%} of copy "
                       f"{copy_gbps:.2f} GB/s)", flush=True)
-        for op in OPS:
+        for op in ops:
             by = {r["backend"]: r for r in rows if r["op"] == op and r["dtype"] == dtype_name.strip()}
             if "reference" in by:
                 for name, row in by.items():

@@ -164,6 +164,18 @@ def test_gpu_suite_script_parses():
     subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_suite.sh")], check=True)
 
 
+def test_bench_ops_times_the_ops_asked_for(tmp_path, capsys):
+    from benchmarks import bench_ops
+
+    bench_ops.main(["--quick", "--device", "cpu", "--kernel", "sigmoid", "--ops", "perturb", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "ops_cpu.json").read_text())
+    assert {(r["op"], r["kernel"]) for r in rows} == {("perturb", "sigmoid")}
+    assert {r["backend"] for r in rows} >= {"reference", "cpu"}
+    with pytest.raises(SystemExit) as exit_info:
+        bench_ops.main(["--quick", "--ops", "perturb,scatter"])
+    assert exit_info.value.code == 2 and "--ops: unknown op(s) scatter" in capsys.readouterr().err
+
+
 def _row(impl, method, times, group, backend="cpu", n=10, m=0, chunk=5):
     return {"script": "small", "device": "cpu", "model": "mlp", "dtype": "fp32", "channels_last": False,
             "image": 28, "B": 8, "impl": impl, "method": method, "backend": backend, "n": n, "m": m, "chunk": chunk,
