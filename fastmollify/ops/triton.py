@@ -164,9 +164,6 @@ if triton is not None:
             p = p * f + 1.0
             return fe * 0.693147182 + f * p
 
-        # Compiled for a GPU (not the interpreter): whether _rcp may use the hardware reciprocal.
-        _COMPILED = tl.constexpr(type(_log_reduced).__name__ != "InterpretedFunction")
-
         @triton.jit
         def _log_reduce(x):
             """(f, fe) with x = 2^fe (1 + f), 1 + f in [sqrt(1/2), sqrt(2)), for positive normal float32 x."""
@@ -185,6 +182,9 @@ if triton is not None:
             """Natural log of positive normal float32."""
             f, fe = _log_reduce(x)
             return _log_reduced(f, fe)
+
+        # Compiled for a GPU (not the interpreter): whether _rcp may use the hardware reciprocal.
+        _COMPILED = tl.constexpr(type(_log_reduced).__name__ != "InterpretedFunction")
 
         @triton.jit
         def _rcp(x):
