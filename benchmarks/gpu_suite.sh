@@ -16,7 +16,8 @@
 # (the device tool's output folder) they are also packed into $OUT/gpu_results.tgz.
 # Captum is pure Python: if it is not installed, a wheel in $WHEELS (default .whl) is installed
 # offline; without one the Captum rows record the import error.
-# Options (environment): PYTHON, SUITE_BUDGET, TEST_BUDGET, SKIP_BUILD=1, SKIP_TESTS=1, MAX_JOBS,
+# Options (environment): PYTHON, SUITE_BUDGET, TEST_BUDGET, SKIP_BUILD=1, SKIP_TESTS=1, SANITIZE=1 (memcheck
+# the cuda ops: benchmarks/sanitize_ops.py), MAX_JOBS,
 # TORCH_CUDA_ARCH_LIST, CUDA_HOME, WHEELS, RESULTS_DIR (default benchmarks/results).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +75,18 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
         log "no time left for the other tests"
     fi
     unset FASTMOLLIFY_REQUIRE_BACKENDS FASTMOLLIFY_EXPECT_CUDA_BUILD
+fi
+
+if [ "${SANITIZE:-0}" = 1 ]; then  # memcheck over the CUDA ops on awkward shapes (index math, tails)
+    sanitizer=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+    if [ -x "$sanitizer" ]; then
+        log "compute-sanitizer memcheck on the cuda ops (at most 150s)"
+        timeout 150 "$sanitizer" --tool memcheck --error-exitcode 1 $PY -m benchmarks.sanitize_ops --backends cuda \
+            2>&1 | tail -15
+        log "memcheck exit status ${PIPESTATUS[0]}"
+    else
+        log "SANITIZE=1 but no compute-sanitizer found"
+    fi
 fi
 
 bench() {  # log-name share-of-what-is-left command... (each case's line goes to the log)

@@ -164,6 +164,26 @@ def test_gpu_suite_script_parses():
     subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_suite.sh")], check=True)
 
 
+def test_sanitize_ops_dry_run_and_what_it_catches(monkeypatch, capsys):
+    from benchmarks import sanitize_ops
+    from fastmollify.ops import dispatch
+
+    assert sanitize_ops.main(["--device", "cpu"]) == 0
+    cpu = dispatch.load("cpu")
+
+    class SkipsLastElement:  # the cpu backend, but perturb leaves each row's last element unwritten (NaN)
+        def __getattr__(self, name):
+            return getattr(cpu, name)
+
+        def perturb(self, x, out, lo, hi, **kwargs):
+            if x.shape[-1] > 1:
+                cpu.perturb(x[..., :-1].contiguous(), out[..., :-1], lo[:-1], hi[:-1], **kwargs)
+
+    monkeypatch.setattr(sanitize_ops.dispatch, "load", lambda name: SkipsLastElement())
+    assert sanitize_ops.main(["--device", "cpu"]) == 1
+    assert "perturb torch.float32 gaussian B=1 D=1" in capsys.readouterr().out
+
+
 def test_bench_ops_times_the_ops_asked_for(tmp_path, capsys):
     from benchmarks import bench_ops
 
