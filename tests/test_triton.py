@@ -202,6 +202,25 @@ def test_perturb_weights():
     assert torch.equal(strided, out)
 
 
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "unaligned"])
+def test_perturb_weights_many_one_launch(monkeypatch, aligned):
+    """The multi-tensor kernel as the GPU runs it (4 tiles a program), on tensors that span programs and tiles,
+    with vector access (16-byte aligned addresses, numel a multiple of 4: torch's allocations) and without."""
+    monkeypatch.setattr(backend, "INTERPRETER_WEIGHT_TILES", backend.WEIGHT_TILES)
+    launch, launches = backend._launch_perturb_weights_many, []
+    monkeypatch.setattr(backend, "_launch_perturb_weights_many", lambda *args: launches.append(args) or launch(*args))
+    sizes = (4, 4096, 4 * 1024 * 4 + 8, 12) if aligned else (5, 4097, 3, 1024 * 4 * 4 + 1)
+    cleans = [torch.randn(size, device=DEVICE) for size in sizes]
+    outs = [torch.full_like(c, float("nan")) for c in cleans]
+    assert all(t.data_ptr() % 16 == 0 for t in cleans + outs)  # torch's allocations: only numel decides
+    backend.perturb_weights_many(cleans, outs, seed=SEED, draw=3, indices=[7, 2**32 - 1, 0, 11], sigma=0.2)
+    assert len(launches) == 1
+    for clean, out, index in zip(cleans, outs, [7, 2**32 - 1, 0, 11]):
+        expected = torch.empty_like(clean)
+        reference.perturb_weights(clean, expected, seed=SEED, draw=3, index=index, sigma=0.2)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_perturb_int64_pair_index(monkeypatch):
     """The INDEX64 variant (B ceil(D / 4) >= 2**31 on the GPU) computes the same (example, group) pairs."""
     monkeypatch.setattr(backend, "_INDEX32", 0)
@@ -377,6 +396,15 @@ def test_fake_tensors():
         torch.ops.fastmollify_triton.perturb(x, out, None, None, 1, 0, 0, 0, 0, 0, 0.1, FIXED, False)
         torch.ops.fastmollify_triton.accumulate(x, x.clone(), out, None, 0.0)
         torch.ops.fastmollify_triton.perturb_weights(x, x.clone(), 1, 0, 0, 0, 0.1)
+        torch.ops.fastmollify_triton.perturb_weights_many([x, out], [x.clone(), out.clone()], 1, 0, 0, [0, 1], 0.1)
+
+
+def test_opcheck_perturb_weights_many():
+    """The multi-tensor op's schema, fake implementation and mutation declaration agree (torch.library.opcheck)."""
+    cleans = [torch.randn(7, device=DEVICE), torch.randn(3, 5, device=DEVICE)]
+    outs = [torch.empty_like(c) for c in cleans]
+    torch.library.opcheck(torch.ops.fastmollify_triton.perturb_weights_many.default,
+                          (cleans, outs, 5, 0, 2, [1, 2], 0.2))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -446,6 +474,13 @@ for index64 in (False, True):
         assert approx == ({"rcp.approx.ftz.f32"} if kernel in (1, 3) else set()), approx
         # the documented decision: multiply-adds are contracted (fma.rn), as nvcc does for the CUDA backend
         assert ("fma.rn.f32" in ptx) == backend._COMPILE_OPTIONS["enable_fp_fusion"] or kernel == 4
+for dtype, aligned in ((tl.float32, True), (tl.bfloat16, False)):
+    constants = dict(DTYPE=dtype, STEPS=8, GROUPS=backend.WEIGHT_GROUPS, TILES=backend.WEIGHT_TILES, ALIGNED=aligned)
+    sig = {"table_ptr": "*i64", "key_lo": "i32", "key_hi": "i32", "draw": "i32", "sigma": "fp32", "T": "i32",
+           **{name: "constexpr" for name in constants}}
+    ptx = triton.compile(ASTSource(backend._perturb_weights_many_kernel, sig, constants), target=target,
+                         options=backend._COMPILE_OPTIONS).asm["ptx"]
+    assert ".approx" not in ptx
 sig = {"mean_ptr": "*fp32", "m2_ptr": "*fp32", "grads_ptr": "*bf16", "weights_ptr": "*fp32", "ratios_ptr": "*fp32",
        "S": "i32", "M": "i64", "BLOCK": "constexpr"}
 triton.compile(ASTSource(backend._accumulate_kernel_jit, sig, {"BLOCK": 1024}), target=target,

@@ -21,7 +21,7 @@ sigma_mode, clip)``
 
 ``perturb_weights_many(cleans, outs, *, seed, draw, indices, sigma)``
     ``perturb_weights`` for every ``(cleans[i], outs[i], indices[i])`` at once: one launch for all
-    the parameters of a model on the CUDA backend (multi-tensor apply); tensors of several dtypes
+    the parameters of a model on the CUDA and Triton backends (multi-tensor apply); tensors of several dtypes
     are grouped by dtype. The same values as the calls one by one.
 """
 FIXED, RANGE, ADAPTIVE = 0, 1, 2

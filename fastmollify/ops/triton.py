@@ -21,7 +21,9 @@ ulp, within the tolerance every backend is held to against the reference on the 
 
 Work layout: perturb programs take a tile of (example, group of four) pairs of the flattened
 ``[B, ceil(D / 4)]`` grid and loop over the samples inside, x in registers (read once per call);
-accumulate programs take a block of elements and loop over the samples. Offsets are int64. On the
+accumulate programs take a block of elements and loop over the samples; perturb_weights_many is one
+launch for a list of tensors (a device table of their addresses, searched per program). Offsets are
+int64. On the
 GPU the tile sizes are autotuned (``PERTURB_CONFIGS``, ``ACCUMULATE_CONFIGS``), or pinned to the
 first with ``FASTMOLLIFY_TRITON_CONFIGS=pinned``.
 
@@ -391,6 +393,44 @@ if triton is not None:
             tl.store(mean_ptr + offs, mean, mask=mask)
             tl.store(m2_ptr + offs, m2, mask=mask)
 
+        @triton.jit(do_not_specialize=["key_lo", "key_hi", "draw", "sigma", "T"])
+        def _perturb_weights_many_kernel(table_ptr, key_lo, key_hi, draw, sigma, T, DTYPE: tl.constexpr,
+                                         STEPS: tl.constexpr, GROUPS: tl.constexpr, TILES: tl.constexpr,
+                                         ALIGNED: tl.constexpr):
+            """out = clean (1 + sigma z) for every tensor of a list, in one launch (multi-tensor apply).
+
+            Row t of the int64 table: clean's address, out's address, numel, the tensor's index (the
+            noise stream's example) and its first program. A program takes TILES tiles of GROUPS groups
+            of four elements of one tensor, found by a binary search (STEPS = ceil(log2 T)) over the
+            first programs; z is the weight stream's (stream 1, sample = draw), as perturb_weights draws
+            it. ALIGNED: every address 16-byte aligned and every numel a multiple of 4 (vector access).
+            """
+            pid = tl.program_id(0).to(tl.int64)
+            lo = tl.zeros((), tl.int64)
+            hi = lo + T
+            for _ in tl.static_range(STEPS):  # the last row whose first program is <= pid
+                mid = (lo + hi) // 2
+                right = tl.load(table_ptr + 5 * mid + 4) <= pid
+                lo = tl.where(right, mid, lo)
+                hi = tl.where(right, hi, mid)
+            row = table_ptr + 5 * lo
+            clean = tl.load(row).to(tl.pointer_type(DTYPE))
+            out = tl.load(row + 1).to(tl.pointer_type(DTYPE))
+            numel = tl.load(row + 2)
+            index = tl.load(row + 3)
+            if ALIGNED:
+                clean = tl.multiple_of(clean, 16)
+                out = tl.multiple_of(out, 16)
+                numel = tl.multiple_of(numel, 4)
+            first_group = (pid - tl.load(row + 4)).to(tl.int32) * (GROUPS * TILES)  # < 2**31 groups a tensor
+            for tile in tl.static_range(TILES):
+                group = first_group + tile * GROUPS + tl.arange(0, GROUPS)
+                j = (4 * group.to(tl.int64))[:, None] + tl.arange(0, 4)[None, :]
+                mask = j < numel
+                w = tl.load(clean + j, mask=mask, other=0.0).to(tl.float32)
+                z = _noise_block(key_lo, key_hi, group, draw, index, 1, 0, _no_inverse_cdf, GROUPS)
+                tl.store(out + j, (w * (1.0 + sigma * z)).to(DTYPE), mask=mask)
+
         _perturb_kernel_jit = _perturb_kernel
         _accumulate_kernel_jit = _accumulate_kernel
 
@@ -408,7 +448,7 @@ if triton is not None:
         triton = tl = None
 
 if triton is None:
-    _perturb_kernel_jit = _accumulate_kernel_jit = None
+    _perturb_kernel_jit = _accumulate_kernel_jit = _perturb_weights_many_kernel = None
 
 _INDEX32 = 2**31 - 1 - 1024  # int32 pair indices while the last tile (at most 1024 pairs) stays below 2**31
 
@@ -457,6 +497,40 @@ def _launch_accumulate(mean, m2, grads, weights, ratios):
                 mean, m2, grads, weights, ratios, samples, size, **_COMPILE_OPTIONS)
 
 
+# perturb_weights_many: a program takes 4 tiles (1 interpreted: it pays per operation) of 256 groups of four
+WEIGHT_GROUPS, WEIGHT_TILES, INTERPRETER_WEIGHT_TILES = 256, 4, 1
+_WEIGHT_TABLES: dict = {}  # table contents -> the table on the device (the same list is perturbed every draw)
+
+
+def _weight_table(cleans, outs, indices, tiles):
+    """(table, programs): the int64 [T, 5] table of _perturb_weights_many_kernel on the tensors' device."""
+    rows, first = [], 0
+    for clean, out, index in zip(cleans, outs, indices):
+        rows.append((clean.data_ptr(), out.data_ptr(), clean.numel(), index, first))
+        first += triton.cdiv(clean.numel(), 4 * WEIGHT_GROUPS * tiles)
+    key = (cleans[0].device, tuple(rows))
+    if key not in _WEIGHT_TABLES:
+        if len(_WEIGHT_TABLES) >= 16:
+            _WEIGHT_TABLES.clear()
+        _WEIGHT_TABLES[key] = torch.tensor(rows, dtype=torch.int64).to(cleans[0].device)
+    return _WEIGHT_TABLES[key], first
+
+
+def _launch_perturb_weights_many(cleans, outs, seed_lo, seed_hi, draw, indices, sigma):
+    """cleans, outs: contiguous tensors of one dtype and device, numel > 0."""
+    tiles = INTERPRETER_WEIGHT_TILES if _interpreting() else WEIGHT_TILES
+    table, programs = _weight_table(cleans, outs, indices, tiles)
+    aligned = all(t.data_ptr() % 16 == 0 for t in (*cleans, *outs)) and all(t.numel() % 4 == 0 for t in cleans)
+    args = (table, seed_lo, seed_hi, draw, float(sigma), len(cleans))
+    constants = dict(DTYPE=getattr(tl, str(cleans[0].dtype).removeprefix("torch.")),
+                     STEPS=(len(cleans) - 1).bit_length(), GROUPS=WEIGHT_GROUPS, TILES=tiles, ALIGNED=aligned)
+    if _interpreting():
+        _perturb_weights_many_kernel[(programs,)](*args, **constants)
+    else:
+        with torch.cuda.device(cleans[0].device):
+            _perturb_weights_many_kernel[(programs,)](*args, **constants, num_warps=4, **_COMPILE_OPTIONS)
+
+
 def _interpreter_groups(count: int) -> int:
     """One fixed tile under the interpreter: large tiles amortise its per-program cost."""
     return min(1024, max(4, triton.next_power_of_2(max(count, 1))))
@@ -469,17 +543,20 @@ def isa_specs():
     for dtype, short in (("float32", "fp32"), ("float16", "fp16"), ("bfloat16", "bf16")):
         config = PERTURB_CONFIGS[0]
         for name, kernel_id in _BUILTIN_IDS.items():
-            for op, multiply in (("perturb", False), ("perturb_weights", True)):
-                if multiply and name != "gaussian":
-                    continue
-                signature = {"x_ptr": "*" + short, "out_ptr": "*" + short, "lo_ptr": "*fp32", "hi_ptr": "*fp32",
-                             "key_lo": "i32", "key_hi": "i32", "stream": "i32", "sample_start": "i32",
-                             "example_offset": "i32", "scale": "fp32", "S": "i32", "B": "i32", "D": "i32"}
-                constants = dict(KERNEL=kernel_id, INV_CDF=_no_inverse_cdf, SIGMA_MODE=FIXED, CLIP=False,
-                                 BOUNDS_PER_ELEMENT=False, MULTIPLY=multiply, INDEX64=False, **config["kwargs"])
-                specs.append(dict(key=f"{op}/{name}/{dtype}", op=op, dtype=dtype, fn=_perturb_kernel_jit,
-                                  signature=signature, constants=constants, aligned=["x_ptr", "out_ptr", "D"],
-                                  options=dict(num_warps=config["num_warps"], **_COMPILE_OPTIONS)))
+            signature = {"x_ptr": "*" + short, "out_ptr": "*" + short, "lo_ptr": "*fp32", "hi_ptr": "*fp32",
+                         "key_lo": "i32", "key_hi": "i32", "stream": "i32", "sample_start": "i32",
+                         "example_offset": "i32", "scale": "fp32", "S": "i32", "B": "i32", "D": "i32"}
+            constants = dict(KERNEL=kernel_id, INV_CDF=_no_inverse_cdf, SIGMA_MODE=FIXED, CLIP=False,
+                             BOUNDS_PER_ELEMENT=False, MULTIPLY=False, INDEX64=False, **config["kwargs"])
+            specs.append(dict(key=f"perturb/{name}/{dtype}", op="perturb", dtype=dtype, fn=_perturb_kernel_jit,
+                              signature=signature, constants=constants, aligned=["x_ptr", "out_ptr", "D"],
+                              options=dict(num_warps=config["num_warps"], **_COMPILE_OPTIONS)))
+        # perturb_weights as the engine calls it: perturb_weights_many, a list of up to 256 aligned tensors
+        signature = {"table_ptr": "*i64", "key_lo": "i32", "key_hi": "i32", "draw": "i32", "sigma": "fp32", "T": "i32"}
+        constants = dict(DTYPE=getattr(tl, dtype), STEPS=8, GROUPS=WEIGHT_GROUPS, TILES=WEIGHT_TILES, ALIGNED=True)
+        specs.append(dict(key=f"perturb_weights/gaussian/{dtype}", op="perturb_weights", dtype=dtype,
+                          fn=_perturb_weights_many_kernel, signature=signature, constants=constants,
+                          aligned=["table_ptr"], options=dict(num_warps=4, **_COMPILE_OPTIONS)))
         config = ACCUMULATE_CONFIGS[0]
         signature = {"mean_ptr": "*fp32", "m2_ptr": "*fp32", "grads_ptr": "*" + short, "weights_ptr": "*fp32",
                      "ratios_ptr": "*fp32", "S": "i32", "M": "i32"}
@@ -549,6 +626,25 @@ def _perturb_weights_op(clean: torch.Tensor, out: torch.Tensor, seed_lo: int, se
 
 @_perturb_weights_op.register_fake
 def _(clean, out, seed_lo, seed_hi, draw, index, sigma):
+    return None
+
+
+@torch.library.custom_op("fastmollify_triton::perturb_weights_many", mutates_args=("outs",))
+def _perturb_weights_many_op(cleans: list[torch.Tensor], outs: list[torch.Tensor], seed_lo: int, seed_hi: int,
+                             draw: int, indices: list[int], sigma: float) -> None:
+    chosen = [i for i, clean in enumerate(cleans) if clean.numel()]
+    if not chosen:
+        return
+    targets = [_contiguous_out(outs[i]) for i in chosen]
+    sources = [cleans[i].contiguous() for i in chosen]
+    _launch_perturb_weights_many(sources, targets, seed_lo, seed_hi, draw, [indices[i] for i in chosen], sigma)
+    for i, target in zip(chosen, targets):
+        if target is not outs[i]:
+            outs[i].copy_(target)
+
+
+@_perturb_weights_many_op.register_fake
+def _(cleans, outs, seed_lo, seed_hi, draw, indices, sigma):
     return None
 
 
@@ -622,7 +718,21 @@ def perturb_weights(clean, out, *, seed, draw, index, sigma):
 
 
 def perturb_weights_many(cleans, outs, *, seed, draw, indices, sigma):
-    """One perturb_weights launch per tensor (the Triton backend has no multi-tensor kernel)."""
-    for clean, out, index in zip(cleans, outs, indices, strict=True):
-        perturb_weights(clean, out, seed=seed, draw=draw, index=index, sigma=sigma)
-
+    """``perturb_weights`` for every (clean, out, index): one launch per dtype (a multi-tensor kernel)."""
+    cleans, outs, indices = list(cleans), list(outs), [int(i) for i in indices]
+    if not len(cleans) == len(outs) == len(indices):
+        raise ValueError(f"cleans, outs and indices differ in length ({len(cleans)}, {len(outs)}, {len(indices)})")
+    for clean, out in zip(cleans, outs):
+        _check(clean.device, clean.dtype, kernels.get("gaussian"))
+        if out.shape != clean.shape or out.dtype != clean.dtype or out.device != clean.device:
+            raise ValueError("each out must have its clean tensor's shape, dtype and device")
+    seed_lo, seed_hi = _split_seed(seed)
+    for group in dict.fromkeys((clean.device, clean.dtype) for clean in cleans):
+        chosen = [i for i, clean in enumerate(cleans) if (clean.device, clean.dtype) == group]
+        if _interpreting() and group[0].type != "cpu":  # the interpreter copies tensors: no raw device addresses
+            for i in chosen:
+                perturb_weights(cleans[i], outs[i], seed=seed, draw=draw, index=indices[i], sigma=sigma)
+            continue
+        torch.ops.fastmollify_triton.perturb_weights_many([cleans[i] for i in chosen], [outs[i] for i in chosen],
+                                                          seed_lo, seed_hi, int(draw), [indices[i] for i in chosen],
+                                                          float(sigma))
