@@ -448,7 +448,7 @@ if triton is not None:
         triton = tl = None
 
 if triton is None:
-    _perturb_kernel_jit = _accumulate_kernel_jit = _perturb_weights_many_kernel = None
+    _perturb_kernel_jit = _accumulate_kernel_jit = None
 
 _INDEX32 = 2**31 - 1 - 1024  # int32 pair indices while the last tile (at most 1024 pairs) stays below 2**31
 
