@@ -723,11 +723,13 @@ def perturb_weights_many(cleans, outs, *, seed, draw, indices, sigma):
     if not len(cleans) == len(outs) == len(indices):
         raise ValueError(f"cleans, outs and indices differ in length ({len(cleans)}, {len(outs)}, {len(indices)})")
     for clean, out in zip(cleans, outs):
-        _check(clean.device, clean.dtype, kernels.get("gaussian"))
         if out.shape != clean.shape or out.dtype != clean.dtype or out.device != clean.device:
             raise ValueError("each out must have its clean tensor's shape, dtype and device")
+    groups = dict.fromkeys((clean.device, clean.dtype) for clean in cleans)
+    for device, dtype in groups:  # once per (device, dtype), not per parameter
+        _check(device, dtype, kernels.get("gaussian"))
     seed_lo, seed_hi = _split_seed(seed)
-    for group in dict.fromkeys((clean.device, clean.dtype) for clean in cleans):
+    for group in groups:
         chosen = [i for i, clean in enumerate(cleans) if (clean.device, clean.dtype) == group]
         if _interpreting() and group[0].type != "cpu":  # the interpreter copies tensors: no raw device addresses
             for i in chosen:
